@@ -1,0 +1,99 @@
+"""Build the parts of one run from a composed config: module, callbacks, loggers, trainer."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nst_exp.features import resolve_layer
+from nst_exp.images import init_image, load_pair
+from nst_exp.losses import DISTANCES, GRAM_NORMS, REDUCTIONS, normalise_weights
+from nst_exp.module import StyleTransferModule
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the field and the value."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject bad top-level values before any work is done (one line, names the field)."""
+    for field in ("style_weight", "content_weight", "tv_weight"):
+        value = cfg[field]
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{field}={value!r} must be a finite number >= 0")
+    for field in ("steps", "image_size"):
+        if not isinstance(cfg[field], int) or cfg[field] <= 0:
+            raise ConfigError(f"{field}={cfg[field]!r} must be a positive integer")
+    choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
+               "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS)}
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{field}={value!r} is not one of {list(allowed)}")
+
+
+def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None, field: str) -> dict[str, float]:
+    """Checked layer names -> normalised weights; indices (torchvision ``features``) allowed."""
+    try:
+        names = [resolve_layer(arch, layer) for layer in layers]
+    except ValueError as error:
+        raise ConfigError(f"{field}: {error}") from None
+    unknown = set(weights or {}) - set(names)
+    if unknown:
+        raise ConfigError(f"{field}_weights names layers not in {field}: {sorted(unknown)}")
+    if any(not math.isfinite(w) or w < 0 for w in (weights or {}).values()):
+        raise ConfigError(f"{field}_weights={dict(weights or {})} must be finite and >= 0")
+    return normalise_weights(names, {resolve_layer(arch, k): v for k, v in (weights or {}).items()})
+
+
+def build_module(cfg: DictConfig) -> StyleTransferModule:
+    """Load images and weights, and assemble the LightningModule described by ``cfg``."""
+    check_config(cfg)
+    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size, cfg.get("style_scale"),
+                               cfg.get("max_image_pixels", 89_478_485))
+    arch = cfg.model.arch
+    content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content")
+    style_layers = layer_weights(arch, list(cfg.layers.style), cfg.layers.get("style_weights"), "layers.style")
+    if not content_layers and not style_layers:
+        raise ConfigError("layers.content and layers.style are both empty: nothing to optimise")
+    log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
+    extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    image = init_image(cfg.init.kind, content, style, generator, cfg.init.get("noise", 0.0))
+    weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
+    return StyleTransferModule(
+        image=image, content=content, style=style, extractor=extractor,
+        content_layers=content_layers, style_layers=style_layers,
+        optimizer=instantiate(cfg.optimizer), weights=weights,
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every ``_target_`` entry of ``cfg.callbacks``, in order."""
+    return [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values()
+            if entry is not None and "_target_" in entry]
+
+
+def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
+    """Every ``_target_`` entry of ``cfg.logger``; a logger that could not start is skipped.
+
+    Entries with a ``run_config`` key get the whole resolved run config (W&B shows it per run).
+    """
+    loggers = []
+    for name, entry in (cfg.get("logger") or {}).items():
+        if entry is not None and "_target_" in entry:
+            log.info("Instantiating logger <%s>", name)
+            extra = {"run_config": OmegaConf.to_container(cfg, resolve=True)} if "run_config" in entry else {}
+            logger = instantiate(entry, _partial_=True)(**extra)
+            if logger is not None:
+                loggers.append(logger)
+    return loggers

@@ -1,0 +1,104 @@
+"""Image I/O: any file Pillow reads -> upright RGB tensor in [0, 1]; atomic PNG writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from nst_exp.io import atomic_path
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or unusable; the message names the config field."""
+
+
+def load_image(path: str | Path, field: str) -> Image.Image:
+    """Open ``path`` as upright 8-bit RGB, or raise ImageError naming ``field``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ImageError(f"{field}={str(path)!r}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{field}={str(path)!r}: is a directory, expected an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{field}={str(path)!r}: {error} Set max_image_pixels=null to allow it.") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{field}={str(path)!r}: not a readable image ({error})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: alpha over white, 16-bit/float scaled to 8 bits."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def fit_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
+    """Resize so the longer side is ``long_edge`` px, keeping the aspect ratio."""
+    w, h = img.size
+    scale = long_edge / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> Tensor:
+    """PIL RGB -> (1, 3, H, W) float32 in [0, 1], contiguous."""
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor -> PIL RGB, clamped to [0, 1] and rounded."""
+    array = image.detach().float().squeeze(0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+    return Image.fromarray(array.cpu().numpy(), "RGB")
+
+
+def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
+    """Write a PNG atomically: a crash never leaves a truncated file at ``path``."""
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG")
+    return Path(path)
+
+
+def load_pair(content: str, style: str, image_size: int, style_scale: float | None = None,
+              max_pixels: int | None = Image.MAX_IMAGE_PIXELS) -> tuple[Tensor, Tensor]:
+    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    content_img = fit_long_edge(load_image(content, "pair.content"), image_size)
+    style_edge = round(max(content_img.size) * (style_scale or 1.0))
+    style_img = fit_long_edge(load_image(style, "pair.style"), max(1, style_edge))
+    return to_tensor(content_img), to_tensor(style_img)
+
+
+def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
+               noise: float = 0.0) -> Tensor:
+    """Starting image: ``content``, ``style`` (resized to the content), or uniform ``noise``.
+
+    For content/style, ``noise`` in [0, 1] blends in that fraction of uniform noise.
+    """
+    random = torch.rand(content.shape, generator=generator)
+    if kind == "noise":
+        return random
+    if kind == "content":
+        base = content
+    elif kind == "style":
+        base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
+                                               antialias=True, align_corners=False)
+    else:
+        raise ValueError(f"init.kind={kind!r} is not one of ['content', 'noise', 'style']")
+    return ((1 - noise) * base + noise * random).clamp(0, 1).contiguous()

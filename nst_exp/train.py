@@ -1,0 +1,58 @@
+"""Run one style-transfer experiment (or, with ``-m``, a sweep of them).
+
+    python -m nst_exp.train                                   # shipped default pair
+    python -m nst_exp.train optimizer=adam steps=300          # any config override
+    python -m nst_exp.train -m style_weight=1e4,1e5           # a sweep, one dir per job
+    python -m nst_exp.train experiment=gatys_fig3             # a ready-made experiment
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+import nst_exp  # noqa: F401 - registers the config resolvers
+from nst_exp.experiment import build_callbacks, build_loggers, build_module
+from nst_exp.io import read_json
+from nst_exp.loggers import finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build everything from ``cfg``, optimise, and return the job's summary.json."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
+    failed = True
+    try:
+        trainer.fit(module)
+        failed = False
+    finally:
+        finish_wandb(failed)
+    summary = read_json(f"{cfg.paths.output_dir}/summary.json")
+    log.info("Done: %s, final loss %s, %s ms/step -> %s", summary["status"], summary["final_loss"],
+             summary["ms_per_step"], summary["image"])
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the metric an Optuna sweep minimises."""
+    summary = train(cfg)
+    return summary.get(cfg.get("optimized_metric") or "final_loss")
+
+
+def cli() -> None:
+    """Console entry point ``nst-train`` (same arguments as ``python -m nst_exp.train``)."""
+    main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny images, composed configs pointed at tmp dirs, random tiny VGG runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+import nst_exp  # noqa: F401 - registers resolvers
+from nst_exp import PROJECT_ROOT
+
+CONF_DIR = str(PROJECT_ROOT / "conf")
+# Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it.
+FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none",
+        "log_every=2", "snapshot_every=2"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network, and W&B never asks for a key."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_CODE", "true")
+
+
+def compose_cfg(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+    """The job config for ``overrides``, as ``python -m nst_exp.train`` would see it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m nst_exp.train ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nst_exp.train", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def tiny_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """A 40x30 content image and a 30x40 style image with real structure."""
+    content = Image.linear_gradient("L").resize((40, 30)).convert("RGB")
+    style = Image.effect_mandelbrot((30, 40), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    paths = tmp_path / "content.png", tmp_path / "style.png"
+    content.save(paths[0])
+    style.save(paths[1])
+    return paths
