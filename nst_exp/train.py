@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import nst_exp  # noqa: F401 - registers the config resolvers
+from nst_exp import PROJECT_ROOT  # importing nst_exp registers the config resolvers
 from nst_exp.experiment import build_callbacks, build_loggers, build_module
 from nst_exp.io import read_json
 from nst_exp.loggers import finish_wandb
@@ -42,7 +42,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# An absolute path: the console script `nst-train` has no calling file to be relative to.
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the metric an Optuna sweep minimises."""
     summary = train(cfg)

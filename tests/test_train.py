@@ -115,3 +115,13 @@ def test_shipped_pairs_exist() -> None:
     for pair in pairs:
         cfg = compose_cfg(f"pair={pair.stem}", output_dir=PROJECT_ROOT)
         assert Path(cfg.pair.content).is_file() and Path(cfg.pair.style).is_file()
+
+
+def test_console_script_runs_from_anywhere(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "nst-train"
+    result = subprocess.run([str(script), "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "style_weight: 100000.0" in result.stdout
