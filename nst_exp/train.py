@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import hydra
@@ -22,6 +23,9 @@ from nst_exp.io import read_json
 from nst_exp.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
+# The frozen VGG is in eval mode on purpose; Lightning warns about any module that is.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning's own
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
