@@ -88,8 +88,11 @@ def build_extractor(arch: str, layers: Iterable[str | int], weights: str = "caff
     """A frozen, truncated VGG for ``layers`` with ``weights`` and their preprocessing."""
     if arch not in VGG_CONFIGS:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(VGG_CONFIGS)}")
-    return VGGFeatures(arch, layers, load_state_dict(arch, weights, seed),
-                       make_preprocess(weights, preprocess), pooling)
+    state_dict, preprocessor = load_state_dict(arch, weights, seed), make_preprocess(weights, preprocess)
+    try:
+        return VGGFeatures(arch, layers, state_dict, preprocessor, pooling)
+    except ValueError as error:  # layers and pooling are checked before: this is a key/shape mismatch
+        raise WeightsError(f"model.weights={weights!r}: {error}") from None
 
 
 def load_state_dict(arch: str, weights: str, seed: int = 0) -> dict[str, Tensor]:
