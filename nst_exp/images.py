@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -32,8 +33,10 @@ def load_image(path: str | Path, field: str) -> Image.Image:
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{field}={str(path)!r}: {error} Raise max_image_pixels or set it to null "
-                         "to allow it.") from None
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageError(f"{field}={str(path)!r}: {pixels.group(1) if pixels else 'its'} pixels exceed "
+                         f"max_image_pixels={Image.MAX_IMAGE_PIXELS} (Pillow's decompression-bomb guard); "
+                         "raise it, or set max_image_pixels=null to allow any size") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{field}={str(path)!r}: not a readable image ({error})") from None
 
