@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, compose_cfg, run_cli
+from conftest import CONF_DIR, FAST, compose_cfg, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 from PIL import Image
 
 from nst_exp.experiment import build_module
@@ -179,14 +183,28 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path: Path) -> None:
     assert content[0, :8].mean() > 0.9 and content[1, :8].mean() < 0.2  # the top rows are red
 
 
-def test_sweep_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from omegaconf import OmegaConf
-
-    sweep = _file(tmp_path) / "sweep"
+@pytest.mark.parametrize("kind", ["run", "sweep"])
+def test_hydra_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """Hydra creates the run/sweep dir before any job code: the registered callback checks it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        callbacks = compose("train", return_hydra_config=True).hydra.callbacks
+    assert callbacks.outcome._target_ == "nst_exp.task.SweepOutcome"
+    path = _file(tmp_path) / kind
+    hook = SweepOutcome().on_run_start if kind == "run" else SweepOutcome().on_multirun_start
     with pytest.raises(SystemExit) as exit_info:
-        SweepOutcome().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+        hook(OmegaConf.create({"hydra": {kind: {"dir": str(path)}}}))
     assert exit_info.value.code == EXIT_USER_ERROR
-    assert capsys.readouterr().err.strip() == f"error: hydra.sweep.dir='{sweep}': cannot create it, {sweep.parent} is a file"
+    assert capsys.readouterr().err.strip() == f"error: hydra.{kind}.dir='{path}': cannot create it, {path.parent} is a file"
+    assert not path.exists()
+
+
+def test_unknown_config_choice_lists_the_options() -> None:
+    """Hydra's own message (the CLI prints it, exit status 1, no traceback)."""
+    with pytest.raises(MissingConfigException) as error:
+        compose_cfg("optimizer=sgd")
+    message = str(error.value)
+    assert "Could not find 'optimizer/sgd'" in message and "adam" in message and "lbfgs" in message
 
 
 # --- the real CLI: exit status, stderr, no traceback ---------------------------------------
@@ -198,17 +216,3 @@ def test_cli_missing_image_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json", "train.log"]
     assert "no such file" in (run / "train.log").read_text()
-
-
-def test_cli_run_dir_under_a_file_is_one_line(tmp_path: Path) -> None:
-    run = _file(tmp_path) / "run"
-    result = run_cli(*FAST, f"hydra.run.dir={run}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"error: hydra.run.dir='{run}': cannot create it, {run.parent} is a file"
-
-
-def test_cli_unknown_optimizer_lists_the_options(tmp_path: Path) -> None:
-    result = run_cli(*FAST, "optimizer=sgd", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'optimizer/sgd'" in result.stderr and "adam" in result.stderr and "lbfgs" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

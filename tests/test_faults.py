@@ -105,6 +105,21 @@ def test_signal_mid_run_writes_the_latest_image_and_interrupted(tmp_path: Path, 
         assert np.array_equal(final, pixels(run / f"snapshots/step_{summary['steps']:06d}.png"))
 
 
+def test_sigterm_before_training_is_an_interrupt_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside trainer.fit (loading images, weights) SIGTERM stops the job like Ctrl-C."""
+    def task(cfg):  # noqa: ANN001, ANN202
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        return {"status": "ok"}
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        task_wrapper(task)(compose_cfg(*FAST, output_dir=tmp_path))
+    assert exit_info.value.code == EXIT_SIGTERM and signal.getsignal(signal.SIGTERM) is handler
+    assert summary_of(tmp_path)["status"] == "interrupted"
+    assert capsys.readouterr().err == "error: interrupted by SIGTERM\n"
+
+
 # --- sweeps -----------------------------------------------------------------------------------
 def test_multirun_finishes_the_other_jobs_and_exits_nonzero(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
@@ -146,3 +161,13 @@ def test_same_config_and_seed_give_bit_identical_images(tmp_path: Path) -> None:
     assert (tmp_path / "a/final.png").read_bytes() == (tmp_path / "b/final.png").read_bytes()
     train(compose_cfg(*common[:-1], "seed=4", output_dir=tmp_path / "c"))
     assert (tmp_path / "a/final.png").read_bytes() != (tmp_path / "c/final.png").read_bytes()
+
+
+# --- W&B --------------------------------------------------------------------------------------
+def test_wandb_failure_degrades_to_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cfg = compose_cfg(*FAST, "logger=wandb", f"logger.wandb.save_dir={blocker}/wandb", output_dir=tmp_path / "job")
+    summary = train(cfg)
+    assert summary["status"] == "ok" and summary["wandb"] is None
+    assert any("W&B logging disabled" in record.message for record in caplog.records)
