@@ -138,7 +138,8 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
         except Exception as error:
             known = user_error(error)
             message = one_line(known) if known else f"{type(error).__name__}: {one_line(error)}"
-            record_failure(cfg, f"failed: {message}", started)
+            if not isinstance(known, OutputDirError):
+                record_failure(cfg, f"failed: {message}", started)
             finish_wandb(failed=True)
             if known is None and not sweeping:
                 raise  # a bug: keep the traceback
