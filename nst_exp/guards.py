@@ -57,12 +57,13 @@ class DivergenceGuard(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         image = pl_module.image.detach()
         device = image.device
-        self._start = image.clone()  # the image the current step starts from
+        batch = image.shape[0]  # per-image state: a batch may hold several sweep jobs
+        self._start = image.clone()  # the images the current step starts from
         self._best = image.clone()
-        self._best_loss = torch.tensor(math.inf, device=device)
-        self._best_step = torch.tensor(0, device=device)
-        self._bad_step = torch.tensor(-1, device=device)  # first diverged step not yet handled
-        self._bad_loss = torch.tensor(math.nan, device=device)
+        self._best_loss = torch.full((batch,), math.inf, device=device)
+        self._best_step = torch.zeros(batch, dtype=torch.long, device=device)
+        self._bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)  # first unhandled bad step
+        self._bad_loss = torch.full((batch,), math.nan, device=device)
         self._restarts_left = self.restarts
         self.events = []
 
@@ -73,14 +74,14 @@ class DivergenceGuard(pl.Callback):
         loss = pl_module.last_components.get("loss")
         if loss is None:
             return
-        self._track(loss.detach().sum(), trainer.global_step - 1)  # the loss of the step's start image
+        self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
         every = 1 if isinstance(trainer.optimizers[0], LBFGS) else self.check_every
-        if trainer.global_step % every == 0 and int(self._bad_step) >= 0:  # the one sync
+        if trainer.global_step % every == 0 and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         """Catch a divergence since the last verdict (runs before RunSummary writes)."""
-        if hasattr(self, "_bad_step") and int(self._bad_step) >= 0:
+        if hasattr(self, "_bad_step") and int(self._bad_step.max()) >= 0:
             self._recover(trainer, pl_module, final=True)
 
     def _track(self, loss: torch.Tensor, step: int) -> None:
@@ -92,16 +93,17 @@ class DivergenceGuard(pl.Callback):
         self._bad_step = torch.where(first, step, self._bad_step)
         self._bad_loss = torch.where(first, loss, self._bad_loss)
         better = ~bad & (loss < self._best_loss)
-        self._best.copy_(torch.where(better, self._start, self._best))
+        self._best.copy_(torch.where(better.view(-1, 1, 1, 1), self._start, self._best))
         self._best_loss = torch.where(better, loss, self._best_loss)
         self._best_step = torch.where(better, step, self._best_step)
 
     def _recover(self, trainer: pl.Trainer, pl_module: StyleTransferModule, final: bool) -> None:
         """Put the best image back, then restart with a lower lr or stop the run."""
-        bad_loss = float(self._bad_loss)
-        event: dict[str, Any] = {"step": int(self._bad_step),
-                                 "loss": bad_loss if math.isfinite(bad_loss) else str(bad_loss),
-                                 "best_step": int(self._best_step), "best_loss": float(self._best_loss)}
+        bad = self._bad_step >= 0
+        event: dict[str, Any] = {"step": int(self._bad_step[bad].min()), "loss": _values(self._bad_loss[bad]),
+                                 "best_step": _values(self._best_step), "best_loss": _values(self._best_loss)}
+        if len(bad) > 1:
+            event["images"] = bad.nonzero().flatten().tolist()
         with torch.no_grad():
             pl_module.image.copy_(self._best)
         optimizer = trainer.optimizers[0]
@@ -117,7 +119,7 @@ class DivergenceGuard(pl.Callback):
             trainer.should_stop = True
         self._bad_step = torch.full_like(self._bad_step, -1)
         self.events.append(event)
-        log.warning("Diverged at step %d (loss %s; best %.4g at step %d): restored the best image, %s",
+        log.warning("Diverged at step %d (loss %s; best %s at step %s): restored the best image, %s",
                     event["step"], event["loss"], event["best_loss"], event["best_step"], event["action"])
         summary = next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), None)
         if summary is not None:
@@ -125,3 +127,9 @@ class DivergenceGuard(pl.Callback):
             if not restart:
                 summary.status = "diverged"
                 summary.extra["diverged_at_step"] = event["step"]
+
+
+def _values(tensor: torch.Tensor) -> Any:
+    """Per-image values for JSON: a scalar for one image, NaN/Inf as strings (JSON has none)."""
+    values = [v if not isinstance(v, float) or math.isfinite(v) else str(v) for v in tensor.tolist()]
+    return values[0] if len(values) == 1 else values

@@ -3,6 +3,7 @@ and reruns are bit-identical."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -14,11 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
 from conftest import FAST, compose_cfg, run_cli
 from PIL import Image
 
 import nst_exp.task
 import nst_exp.train
+from nst_exp.callbacks import RunSummary
+from nst_exp.experiment import build_module
+from nst_exp.guards import DivergenceGuard
 from nst_exp.module import StyleTransferModule
 from nst_exp.task import EXIT_SIGINT, EXIT_SIGTERM, task_wrapper
 from nst_exp.train import train
@@ -60,6 +66,33 @@ def test_adam_nan_at_step_k_restores_the_best_image_and_stops(tmp_path: Path, mo
     # final.png is the best image: the one the best step started from, i.e. that step's snapshot
     assert np.array_equal(pixels(tmp_path / "final.png"), pixels(tmp_path / f"snapshots/step_{event['best_step']:06d}.png"))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_batched_images_each_get_their_own_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch may hold several sweep jobs: one image diverging must not cost the others steps."""
+    k = 3
+    single = build_module(compose_cfg(*FAST, "init=noise"))
+    weights = {"content": torch.ones(2), "style": torch.full((2,), 1e5), "tv": torch.zeros(2)}
+    module = StyleTransferModule(single.image.detach().repeat(2, 1, 1, 1), single.content, single.style,
+                                 single.extractor, single.content_layers, single.style_layers,
+                                 functools.partial(torch.optim.Adam, lr=0.02), weights)
+    original = StyleTransferModule._loss_and_grad
+
+    def poisoned(self: StyleTransferModule, optimizer, warp):  # noqa: ANN001, ANN202
+        loss, parts = original(self, optimizer, warp)
+        if self.trainer.global_step >= k:  # only image 1 goes NaN
+            self.image.grad[1] = math.nan
+            parts = {key: value * torch.tensor([1.0, math.nan]) for key, value in parts.items()}
+        return loss, parts
+
+    monkeypatch.setattr(StyleTransferModule, "_loss_and_grad", poisoned)
+    guard, summary = DivergenceGuard(check_every=6), RunSummary(str(tmp_path))
+    pl.Trainer(max_steps=20, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+               enable_model_summary=False, callbacks=[guard, summary]).fit(module)
+    (event,) = guard.events
+    # the verdict at step 6 stops both: image 0 improved until then, image 1 until it broke
+    assert event["step"] == k and event["images"] == [1] and event["best_step"] == [5, k - 1]
+    assert summary.status == "diverged" and torch.isfinite(module.image).all()
 
 
 def test_lbfgs_explosion_stops_cleanly_at_the_best_image(tmp_path: Path) -> None:
