@@ -197,10 +197,17 @@ def test_same_config_and_seed_give_bit_identical_images(tmp_path: Path) -> None:
 
 
 # --- W&B --------------------------------------------------------------------------------------
-def test_wandb_failure_degrades_to_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    blocker = tmp_path / "a_file"
-    blocker.write_text("x")
-    cfg = compose_cfg(*FAST, "logger=wandb", f"logger.wandb.save_dir={blocker}/wandb", output_dir=tmp_path / "job")
-    summary = train(cfg)
+@pytest.mark.parametrize("trouble", ["dir not writable", "online without a key"])
+def test_wandb_failure_degrades_to_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch, trouble: str) -> None:
+    if trouble == "dir not writable":
+        blocker = tmp_path / "a_file"
+        blocker.write_text("x")
+        overrides = [f"logger.wandb.save_dir={blocker}/wandb"]
+    else:  # no key anywhere: W&B refuses at once, before any network access
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        overrides = ["logger.wandb.mode=online"]
+    summary = train(compose_cfg(*FAST, "logger=wandb", *overrides, output_dir=tmp_path / "job"))
     assert summary["status"] == "ok" and summary["wandb"] is None
     assert any("W&B logging disabled" in record.message for record in caplog.records)
