@@ -8,7 +8,8 @@
   traceback in the job's train.log), its W&B run is marked failed, it returns NaN (Optuna
   marks the trial failed) and the sweep goes on; ``SweepOutcome`` makes the sweep exit 1.
 - Ctrl-C or SIGTERM at any time: summary.json says ``interrupted`` (with final.png if the
-  optimisation had started), exit status 130 (SIGINT) or 143 (SIGTERM).
+  optimisation had started), exit status 130 (SIGINT) or 143 (SIGTERM). During training
+  both let the current step finish, so final.png is a real iterate; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -103,15 +105,33 @@ def record_failure(cfg: DictConfig, status: str, since: float = 0.0) -> None:
         log.warning("could not write summary.json (%s)", one_line(error))
 
 
-_SIGTERM_SEEN = threading.Event()
+_SIGTERM_SEEN, _SIGINT_SEEN = threading.Event(), threading.Event()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Outside ``trainer.fit`` stop like Ctrl-C; inside, Lightning's handler (which chains this
     one) lets the current step finish and raises SIGTERMException, so just note the signal."""
-    _SIGTERM_SEEN.set()
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+    if not _SIGINT_SEEN.is_set():
+        _SIGTERM_SEEN.set()
+    if not _in_fit():
         raise KeyboardInterrupt
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C during ``trainer.fit`` stops after the current step, as SIGTERM does
+    (an L-BFGS step interrupted in its line search would leave a trial image); a second one,
+    or one outside fit, stops at once."""
+    if _SIGINT_SEEN.is_set() or not _in_fit():
+        _SIGINT_SEEN.set()
+        raise KeyboardInterrupt
+    _SIGINT_SEEN.set()
+    print("Ctrl-C: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # Lightning's connector: SIGTERMException after the step
+
+
+def _in_fit() -> bool:
+    """Lightning replaces our SIGTERM handler (and chains it) while ``trainer.fit`` runs."""
+    return signal.getsignal(signal.SIGTERM) is not _on_sigterm
 
 
 def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) -> Callable[[DictConfig], T | None]:
@@ -121,8 +141,12 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
     def wrapped(cfg: DictConfig) -> T | None:
         sweeping = _is_multirun() if multirun is None else multirun
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        handlers = {signal.SIGTERM: _on_sigterm}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup, &)
+            handlers[signal.SIGINT] = _on_sigint
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()} if main_thread else {}
         _SIGTERM_SEEN.clear()
+        _SIGINT_SEEN.clear()
         started = time.time()
         try:
             check_writable(cfg.paths.output_dir, "paths.output_dir")
@@ -150,14 +174,16 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
                 raise SystemExit(EXIT_USER_ERROR) from None
             return None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapped
 
 
 def _interrupt_code(stop: BaseException) -> int | None:
     """130/143 for Ctrl-C/SIGTERM (Lightning turns Ctrl-C during fit into ``sys.exit(1)``)."""
+    if _SIGINT_SEEN.is_set():
+        return EXIT_SIGINT
     if isinstance(stop, SIGTERMException) or _SIGTERM_SEEN.is_set():
         return EXIT_SIGTERM
     if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
