@@ -67,6 +67,10 @@ def _config(arch: str) -> list[int | str]:
     return VGG_CONFIGS[arch]
 
 
+class WeightsMismatch(ValueError):
+    """A state dict lacks keys, or has shapes, that the architecture needs."""
+
+
 class FrozenConv2d(nn.Module):
     """A 3x3 conv whose weight and bias are non-persistent buffers (frozen, never saved)."""
 
@@ -168,4 +172,4 @@ def load_conv_weights(net: nn.Sequential, state_dict: dict[str, Tensor], arch: s
                 getattr(module, kind).copy_(tensor.float())
     if problems:
         shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} in all)" if len(problems) > 6 else "")
-        raise ValueError(f"weights do not fit {arch}: {shown}")
+        raise WeightsMismatch(f"weights do not fit {arch}: {shown}")

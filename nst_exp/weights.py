@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nst_exp.features import VGG_CONFIGS, VGGFeatures, conv_indices
+from nst_exp.features import VGG_CONFIGS, VGGFeatures, WeightsMismatch, conv_indices
 
 TORCHVISION_URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -92,7 +92,7 @@ def build_extractor(arch: str, layers: Iterable[str | int], weights: str = "caff
     state_dict, preprocessor = load_state_dict(arch, weights, seed), make_preprocess(weights, preprocess)
     try:
         return VGGFeatures(arch, layers, state_dict, preprocessor, pooling)
-    except ValueError as error:  # layers and pooling are checked before: this is a key/shape mismatch
+    except WeightsMismatch as error:
         raise WeightsError(f"model.weights={weights!r}: {error}") from None
 
 
