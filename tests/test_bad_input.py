@@ -199,12 +199,16 @@ def test_hydra_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.Captu
     assert not path.exists()
 
 
-def test_unknown_config_choice_lists_the_options() -> None:
+@pytest.mark.parametrize(("override", "options"), [("optimizer=sgd", ["adam", "lbfgs"]), ("loss=huber", ["l1", "l2"]),
+                                                   ("init=zeros", ["content", "noise", "style"])])
+def test_unknown_config_choice_lists_the_options(override: str, options: list[str]) -> None:
     """Hydra's own message (the CLI prints it, exit status 1, no traceback)."""
     with pytest.raises(MissingConfigException) as error:
-        compose_cfg("optimizer=sgd")
+        compose_cfg(override)
+    group, choice = override.split("=")
     message = str(error.value)
-    assert "Could not find 'optimizer/sgd'" in message and "adam" in message and "lbfgs" in message
+    assert f"Could not find '{group}/{choice}'" in message and f"Available options in '{group}'" in message
+    assert all(f"\t{option}\n" in message + "\n" for option in options), message
 
 
 # --- the real CLI: exit status, stderr, no traceback ---------------------------------------
