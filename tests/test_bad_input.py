@@ -68,7 +68,8 @@ CASES: dict[str, Case] = {
     "style missing": lambda t: ([f"pair.style={t}/gone.png"], ["pair.style=", "gone.png", "no such file"]),
     "content is a directory": lambda t: ([f"pair.content={t}"], ["pair.content=", str(t), "directory"]),
     "style not an image": lambda t: ([f"pair.style={_text(t)}"], ["pair.style=", "notes.png", "not a readable image"]),
-    "truncated jpeg": lambda t: ([f"pair.content={_truncated_jpeg(t)}"], ["pair.content=", "cut.jpg", "Truncated File Read"]),
+    "truncated jpeg": lambda t: ([f"pair.content={_truncated_jpeg(t)}"],
+                                 ["pair.content=", "cut.jpg", "Truncated File Read"]),
     "1x1 content": lambda t: ([f"pair.content={_image(t, 'dot.png', (1, 1))}"],
                               ["pair.content=", "dot.png", "1x1 px", "at least 16x16", "relu5_1"]),
     "too small after resize": lambda t: (["image_size=12"], ["pair.content=", "image_size=12", "at least 16x16"]),
@@ -95,11 +96,13 @@ CASES: dict[str, Case] = {
     "weights missing": lambda t: ([f"model.weights={t}/vgg.pth"], ["model.weights=", "vgg.pth", "no such file"]),
     "weights truncated": lambda t: ([f"model.weights={_weights(t, 'cut.pth', random_state_dict('vgg19', 0), True)}"],
                                     ["model.weights=", "cut.pth", "not a loadable plain state dict", "truncated"]),
-    "weights wrong arch": lambda t: (["model=vgg16", f"model.weights={_weights(t, 'v19.pth', random_state_dict('vgg19', 0))}"],
+    "weights wrong arch": lambda t: (["model=vgg16",
+                                      f"model.weights={_weights(t, 'v19.pth', random_state_dict('vgg19', 0))}"],
                                      ["model.weights=", "v19.pth", "do not fit vgg16", "missing features.17.weight",
                                       "features.19.weight has shape (512, 256, 3, 3), vgg16 needs (512, 512, 3, 3)"]),
     "weights a pickled module": lambda t: ([f"model.weights={_weights(t, 'net.pth', torch.nn.Conv2d(3, 64, 3))}"],
-                                           ["model.weights=", "net.pth", "not a plain state dict", "weights_only=True"]),
+                                           ["model.weights=", "net.pth", "not a plain state dict",
+                                            "weights_only=True"]),
     "weights not tensors": lambda t: ([f"model.weights={_weights(t, 'meta.pth', {'epoch': 3})}"],
                                       ["model.weights=", "meta.pth", "not a state dict of tensors"]),
     "output dir under a file": lambda t: ([], ["paths.output_dir=", "a_file", "is a file"]),
@@ -195,7 +198,8 @@ def test_hydra_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit) as exit_info:
         hook(OmegaConf.create({"hydra": {kind: {"dir": str(path)}}}))
     assert exit_info.value.code == EXIT_USER_ERROR
-    assert capsys.readouterr().err.strip() == f"error: hydra.{kind}.dir='{path}': cannot create it, {path.parent} is a file"
+    expected = f"error: hydra.{kind}.dir='{path}': cannot create it, {path.parent} is a file"
+    assert capsys.readouterr().err.strip() == expected
     assert not path.exists()
 
 

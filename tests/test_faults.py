@@ -64,7 +64,8 @@ def test_adam_nan_at_step_k_restores_the_best_image_and_stops(tmp_path: Path, mo
     assert event["loss"] == "nan" and event["action"] == "stop" and 1 <= event["best_step"] < k
     assert math.isfinite(summary["final_loss"])
     # final.png is the best image: the one the best step started from, i.e. that step's snapshot
-    assert np.array_equal(pixels(tmp_path / "final.png"), pixels(tmp_path / f"snapshots/step_{event['best_step']:06d}.png"))
+    best = tmp_path / f"snapshots/step_{event['best_step']:06d}.png"
+    assert np.array_equal(pixels(tmp_path / "final.png"), pixels(best))
     assert not list(tmp_path.rglob("*.tmp"))
 
 
