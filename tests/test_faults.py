@@ -169,6 +169,16 @@ def test_multirun_finishes_the_other_jobs_and_exits_nonzero(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_sweep_verdict_reads_the_job_summaries(tmp_path: Path) -> None:
+    for job, status in (("0", "ok"), ("1", "diverged"), ("2", "failed: boom"), ("3", None)):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        if status:
+            (tmp_path / job / "summary.json").write_text(json.dumps({"status": status}))
+    statuses = nst_exp.task.job_statuses(tmp_path)
+    assert statuses == {"0": "ok", "1": "diverged", "2": "failed: boom", "3": "no summary.json (the job crashed)"}
+    assert [job for job, status in statuses.items() if status not in nst_exp.task.DONE] == ["2", "3"]
+
+
 def test_a_crashing_sweep_job_is_recorded_and_its_wandb_run_marked_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[bool] = []
