@@ -9,4 +9,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Configs point at shipped data relative to the checkout, wherever the command runs from.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
+
+def _deterministic(flag: bool | str | None, accelerator: str) -> bool | str:
+    """The Trainer's ``deterministic``: null means on for the CPU (it costs nothing there) and
+    off on a GPU (deterministic kernels are slower, and some ops have none)."""
+    if flag is not None:
+        return flag
+    if accelerator == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return accelerator == "cpu"
+
+
+OmegaConf.register_new_resolver("device_deterministic", _deterministic, replace=True)
+
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.images import save_image, to_pil
 from nst_exp.io import atomic_path, write_json
@@ -106,11 +107,15 @@ class Snapshots(pl.Callback):
 
 
 class RunSummary(pl.Callback):
-    """Write ``final.png`` and ``summary.json`` when the run ends, however it ends."""
+    """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
+
+    Other callbacks may set ``status`` (e.g. ``diverged``) and add keys to ``extra``.
+    """
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
         self.status = "running"
+        self.extra: dict[str, Any] = {}
         self._start = self._train_start = time.perf_counter()
         self._train_end: float | None = None
 
@@ -128,7 +133,9 @@ class RunSummary(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: StyleTransferModule, exception: BaseException) -> None:
         self._train_end = time.perf_counter()
         if self.status in ("running", "ok"):
-            self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else \
+            # Ctrl-C raises KeyboardInterrupt mid-step; Lightning turns SIGTERM into
+            # SIGTERMException after the step.
+            self.status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else \
                 f"failed: {type(exception).__name__}: {exception}".splitlines()[0]
         self.write(trainer, pl_module)
 
@@ -153,6 +160,7 @@ class RunSummary(pl.Callback):
             "image": str(final.resolve()),
             "image_size": list(pl_module.image.shape[-2:]),
             "wandb": _wandb_run(trainer),
+            **self.extra,
         }
         write_json(self.output_dir / "summary.json", summary)
         return summary

@@ -11,10 +11,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nst_exp.features import resolve_layer
-from nst_exp.images import init_image, load_pair
+from nst_exp.features import VGG_CONFIGS, min_input_size, resolve_layer
+from nst_exp.images import INIT_KINDS, init_image, load_pair
 from nst_exp.losses import DISTANCES, GRAM_NORMS, REDUCTIONS, normalise_weights
-from nst_exp.module import StyleTransferModule
+from nst_exp.module import CLAMP_MODES, StyleTransferModule
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,32 @@ def check_config(cfg: DictConfig) -> None:
     """Reject bad top-level values before any work is done (one line, names the field)."""
     for field in ("style_weight", "content_weight", "tv_weight"):
         value = cfg[field]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{field}={value!r} must be a finite number >= 0")
-    for field in ("steps", "image_size"):
-        if not isinstance(cfg[field], int) or cfg[field] <= 0:
-            raise ConfigError(f"{field}={cfg[field]!r} must be a positive integer")
+        if not _number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{field}={value!r}: must be a finite number >= 0")
+    for field, minimum in (("steps", 1), ("image_size", 1), ("log_every", 1), ("snapshot_every", 0)):
+        value = cfg.get(field, minimum)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
+    scale = cfg.get("style_scale")
+    if scale is not None and (not _number(scale) or not math.isfinite(scale) or scale <= 0):
+        raise ConfigError(f"style_scale={scale!r}: must be a finite number > 0 or null (= 1)")
+    pixels = cfg.get("max_image_pixels")
+    if pixels is not None and (not isinstance(pixels, int) or pixels <= 0):
+        raise ConfigError(f"max_image_pixels={pixels!r}: must be a positive integer or null (no limit)")
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and (not _number(lr) or not math.isfinite(lr) or lr <= 0):
+        raise ConfigError(f"optimizer.lr={lr!r}: must be a finite number > 0")
     choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
-               "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS)}
+               "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
+               "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),
+               "model.pooling": (cfg.model.get("pooling", "max"), ("avg", "max"))}
     for field, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{field}={value!r} is not one of {list(allowed)}")
+            raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None, field: str) -> dict[str, float]:
@@ -44,25 +60,27 @@ def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None
     try:
         names = [resolve_layer(arch, layer) for layer in layers]
     except ValueError as error:
-        raise ConfigError(f"{field}: {error}") from None
+        raise ConfigError(f"{field}={list(layers)}: {error}") from None
     unknown = set(weights or {}) - set(names)
     if unknown:
         raise ConfigError(f"{field}_weights names layers not in {field}: {sorted(unknown)}")
     if any(not math.isfinite(w) or w < 0 for w in (weights or {}).values()):
-        raise ConfigError(f"{field}_weights={dict(weights or {})} must be finite and >= 0")
+        raise ConfigError(f"{field}_weights={dict(weights or {})}: must be finite and >= 0")
     return normalise_weights(names, {resolve_layer(arch, k): v for k, v in (weights or {}).items()})
 
 
 def build_module(cfg: DictConfig) -> StyleTransferModule:
     """Load images and weights, and assemble the LightningModule described by ``cfg``."""
     check_config(cfg)
-    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size, cfg.get("style_scale"),
-                               cfg.get("max_image_pixels", 89_478_485))
     arch = cfg.model.arch
     content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content")
     style_layers = layer_weights(arch, list(cfg.layers.style), cfg.layers.get("style_weights"), "layers.style")
     if not content_layers and not style_layers:
-        raise ConfigError("layers.content and layers.style are both empty: nothing to optimise")
+        raise ConfigError("layers.content=[] and layers.style=[]: both empty, nothing to optimise")
+    min_edge, deepest = min_input_size(arch, [*content_layers, *style_layers])
+    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size, cfg.get("style_scale"),
+                               cfg.get("max_image_pixels", 89_478_485), min_edge,
+                               f" for layer {deepest} of {arch} (each pooling before it halves the size)")
     log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -52,10 +52,23 @@ def resolve_layer(arch: str, layer: str | int) -> str:
     raise ValueError(f"unknown layer {layer!r} for {arch}; valid layers: {', '.join(names)}")
 
 
+def min_input_size(arch: str, layers: Iterable[str | int]) -> tuple[int, str]:
+    """(smallest image side, deepest layer): each 2x2 pooling up to that layer halves the side
+    (rounding down), and the deepest layer needs at least one pixel."""
+    names = layer_names(arch)
+    deepest = max(names.index(resolve_layer(arch, layer)) for layer in layers)
+    pools = sum(name.startswith("pool") for name in names[: deepest + 1])
+    return 2**pools, names[deepest]
+
+
 def _config(arch: str) -> list[int | str]:
     if arch not in VGG_CONFIGS:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(VGG_CONFIGS)}")
     return VGG_CONFIGS[arch]
+
+
+class WeightsMismatch(ValueError):
+    """A state dict lacks keys, or has shapes, that the architecture needs."""
 
 
 class FrozenConv2d(nn.Module):
@@ -159,4 +172,4 @@ def load_conv_weights(net: nn.Sequential, state_dict: dict[str, Tensor], arch: s
                 getattr(module, kind).copy_(tensor.float())
     if problems:
         shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} in all)" if len(problems) > 6 else "")
-        raise ValueError(f"weights do not fit {arch}: {shown}")
+        raise WeightsMismatch(f"weights do not fit {arch}: {shown}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +26,17 @@ def load_image(path: str | Path, field: str) -> Image.Image:
     if path.is_dir():
         raise ImageError(f"{field}={str(path)!r}: is a directory, expected an image file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(ImageOps.exif_transpose(img))
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"{field}={str(path)!r}: {error} Set max_image_pixels=null to allow it.") from None
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; max_image_pixels is a limit.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageError(f"{field}={str(path)!r}: {pixels.group(1) if pixels else 'its'} pixels exceed "
+                         f"max_image_pixels={Image.MAX_IMAGE_PIXELS} (Pillow's decompression-bomb guard); "
+                         "raise it, or set max_image_pixels=null to allow any size") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{field}={str(path)!r}: not a readable image ({error})") from None
 
@@ -76,13 +84,34 @@ def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
 
 
 def load_pair(content: str, style: str, image_size: int, style_scale: float | None = None,
-              max_pixels: int | None = Image.MAX_IMAGE_PIXELS) -> tuple[Tensor, Tensor]:
-    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``."""
+              max_pixels: int | None = Image.MAX_IMAGE_PIXELS, min_edge: int = 1,
+              why: str = "") -> tuple[Tensor, Tensor]:
+    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``.
+
+    Both images, as read and as resized, must have a short edge of at least ``min_edge`` px
+    (``why`` says which layer needs it).
+    """
     Image.MAX_IMAGE_PIXELS = max_pixels
-    content_img = fit_long_edge(load_image(content, "pair.content"), image_size)
+    content_src = check_size(load_image(content, "pair.content"), "pair.content", content, min_edge, why)
+    content_img = check_size(fit_long_edge(content_src, image_size), "pair.content", content, min_edge, why,
+                             f" after resizing to image_size={image_size}")
     style_edge = round(max(content_img.size) * (style_scale or 1.0))
-    style_img = fit_long_edge(load_image(style, "pair.style"), max(1, style_edge))
+    style_src = check_size(load_image(style, "pair.style"), "pair.style", style, min_edge, why)
+    style_img = check_size(fit_long_edge(style_src, max(1, style_edge)), "pair.style", style, min_edge, why,
+                           f" after resizing to a {max(1, style_edge)} px long edge")
     return to_tensor(content_img), to_tensor(style_img)
+
+
+def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,
+               stage: str = "") -> Image.Image:
+    """``img`` if both its sides are at least ``min_edge`` px, else an ImageError that says so."""
+    if min(img.size) < min_edge:
+        raise ImageError(f"{field}={str(path)!r}: {img.size[0]}x{img.size[1]} px{stage} is too small; "
+                         f"at least {min_edge}x{min_edge} px needed{why}")
+    return img
+
+
+INIT_KINDS = ("content", "noise", "style")
 
 
 def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
@@ -100,5 +129,5 @@ def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Gener
         base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
                                                antialias=True, align_corners=False)
     else:
-        raise ValueError(f"init.kind={kind!r} is not one of ['content', 'noise', 'style']")
+        raise ValueError(f"init.kind={kind!r} is not one of {list(INIT_KINDS)}")
     return ((1 - noise) * base + noise * random).clamp(0, 1).contiguous()

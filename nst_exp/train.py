@@ -21,6 +21,7 @@ from nst_exp import PROJECT_ROOT  # importing nst_exp registers the config resol
 from nst_exp.experiment import build_callbacks, build_loggers, build_module
 from nst_exp.io import read_json
 from nst_exp.loggers import finish_wandb
+from nst_exp.task import metric, task_wrapper
 
 log = logging.getLogger(__name__)
 # The frozen VGG is in eval mode on purpose; Lightning warns about any module that is.
@@ -48,10 +49,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 # An absolute path: the console script `nst-train` has no calling file to be relative to.
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the metric an Optuna sweep minimises."""
-    summary = train(cfg)
-    return summary.get(cfg.get("optimized_metric") or "final_loss")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the metric an Optuna sweep minimises (NaN: the job failed).
+
+    ``task_wrapper`` turns bad input into one line and exit status 2, and keeps a failed job
+    from stopping a multirun (see nst_exp/task.py).
+    """
+    summary = task_wrapper(train)(cfg)
+    return metric(summary, cfg.get("optimized_metric") or "final_loss")
 
 
 def cli() -> None:

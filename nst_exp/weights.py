@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from nst_exp.features import VGG_CONFIGS, VGGFeatures, conv_indices
+from nst_exp.features import VGG_CONFIGS, VGGFeatures, WeightsMismatch, conv_indices
 
 TORCHVISION_URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -88,8 +89,11 @@ def build_extractor(arch: str, layers: Iterable[str | int], weights: str = "caff
     """A frozen, truncated VGG for ``layers`` with ``weights`` and their preprocessing."""
     if arch not in VGG_CONFIGS:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(VGG_CONFIGS)}")
-    return VGGFeatures(arch, layers, load_state_dict(arch, weights, seed),
-                       make_preprocess(weights, preprocess), pooling)
+    state_dict, preprocessor = load_state_dict(arch, weights, seed), make_preprocess(weights, preprocess)
+    try:
+        return VGGFeatures(arch, layers, state_dict, preprocessor, pooling)
+    except WeightsMismatch as error:
+        raise WeightsError(f"model.weights={weights!r}: {error}") from None
 
 
 def load_state_dict(arch: str, weights: str, seed: int = 0) -> dict[str, Tensor]:
@@ -174,8 +178,15 @@ def _torch_load(path: Path, field: str) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle/zip errors vary; all mean "bad file"
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{field}: {path} is not a loadable plain state dict ({reason})") from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours parts of it
+        if "Unsupported global" in text:  # weights_only refused a class: a pickled model, not tensors
+            raise WeightsError(f"{field}: {path} pickles Python objects (a whole model?), not a plain state "
+                               "dict; refused, weights load with weights_only=True. Save model.state_dict() "
+                               "instead") from None
+        reason = ("unpickling failed" if "Weights only load failed" in text else
+                  text.splitlines()[0].split(". ")[0][:160] if text else type(error).__name__)
+        raise WeightsError(f"{field}: {path} is not a loadable plain state dict, truncated or not a "
+                           f"torch file? ({reason})") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{field}: {path} holds a {type(state).__name__}, not a state dict of tensors")
     return state
