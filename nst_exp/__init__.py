@@ -9,4 +9,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Configs point at shipped data relative to the checkout, wherever the command runs from.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
+
+def _ensure_dir(path: str) -> str:
+    """Create ``path`` and return it: SQLite (Optuna's storage) will not create its directory."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
+
 __version__ = "0.1.0"
