@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/.*' is validated against ConfigStore schema")
 
 MAX_CPU_JOBS = 4  # more parallel CPU jobs than this mostly multiplies memory, not throughput
-_slot: tuple[int, IO[str]] | None = None  # this process's claimed slot and its open lock file
+_slot: tuple[Path, int, IO[str]] | None = None  # this process's claim: pool, slot, open lock file
 
 
 def cpu_count() -> int:
@@ -56,8 +56,11 @@ def claim_slot(lock_dir: Path, n_slots: int) -> int | None:
     workers than ``n_slots``; the caller then falls back to the job number.
     """
     global _slot
-    if _slot is not None and _slot[0] < n_slots:
-        return _slot[0]
+    if _slot is not None and _slot[0] == lock_dir and _slot[1] < n_slots:
+        return _slot[1]
+    if _slot is not None:  # a claim in another pool (an earlier sweep in this process): let it go
+        _slot[2].close()
+        _slot = None
     lock_dir.mkdir(parents=True, exist_ok=True)
     for index in range(n_slots):
         handle = open(lock_dir / f"slot{index}.lock", "w")  # noqa: SIM115 - held open on purpose
@@ -66,31 +69,37 @@ def claim_slot(lock_dir: Path, n_slots: int) -> int | None:
         except OSError:
             handle.close()
             continue
-        _slot = (index, handle)
+        _slot = (lock_dir, index, handle)
         return index
     return None
 
 
 def pin_job(cfg: DictConfig) -> None:
-    """Give this joblib job its own GPU and CPU-thread share; a no-op for any other launcher.
-
-    Sets ``cfg.trainer.devices`` to ``[slot]`` rather than CUDA_VISIBLE_DEVICES: a reused loky
-    worker may already have initialised CUDA, after which the variable is ignored.
-    """
+    """Give this joblib job its own GPU and CPU-thread share; a no-op for any other launcher."""
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
     if "JoblibLauncher" not in str(hydra.launcher.get("_target_", "")):
         return
     n_jobs = int(hydra.launcher.n_jobs)
-    n_jobs = n_jobs if n_jobs > 0 else cpu_count()
-    slot = claim_slot(Path(hydra.sweep.dir) / ".slots", n_jobs)
-    slot = int(hydra.job.num) % n_jobs if slot is None else slot
+    assign(cfg, n_jobs if n_jobs > 0 else cpu_count(), int(hydra.job.num), Path(hydra.sweep.dir) / ".slots")
+
+
+def assign(cfg: DictConfig, n_jobs: int, job_num: int, lock_dir: Path) -> tuple[int, str, int]:
+    """Claim a slot, set torch's thread count and ``cfg.trainer.devices``; returns (slot, device, threads).
+
+    The GPU goes into ``cfg.trainer.devices = [slot]`` rather than CUDA_VISIBLE_DEVICES: a
+    reused loky worker may already have initialised CUDA, after which the variable is ignored.
+    """
+    slot = claim_slot(lock_dir, n_jobs)
+    slot = job_num % n_jobs if slot is None else slot
     threads = max(1, cpu_count() // n_jobs)
     torch.set_num_threads(threads)
+    device = "cpu"
     gpus = torch.cuda.device_count()
     if gpus > 0 and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"):
         cfg.trainer.devices = [slot % gpus]
         torch.cuda.set_device(slot % gpus)
-    device = f"cuda:{slot % gpus}" if gpus > 0 and cfg.trainer.get("accelerator") != "cpu" else "cpu"
-    log.info("Job %s: slot %d of %d, device %s, %d CPU thread(s)", hydra.job.num, slot, n_jobs, device, threads)
+        device = f"cuda:{slot % gpus}"
+    log.info("Job %d: slot %d of %d, device %s, %d CPU thread(s)", job_num, slot, n_jobs, device, threads)
+    return slot, device, threads
