@@ -84,15 +84,23 @@ def test_ctrl_c_on_the_cli_checkpoints_and_resume_continues(tmp_path: Path) -> N
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "nst_exp.train", *FAST, "log_every=1", "snapshot_every=0",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={job}"]
-    proc = subprocess.Popen([*base, "steps=100000"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored (and then a run rightly leaves it so):
+    # give the child the default, as a terminal would.
+    log = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe: a full pipe would stall the run
+    proc = subprocess.Popen([*base, "steps=100000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (job / "metrics.csv").is_file() and len(metric_rows(job)) >= 3:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        log.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode != 0, stderr[-2000:]
     stopped = json.loads((job / "summary.json").read_text())
     assert stopped["status"] == "interrupted" and (job / CHECKPOINT_NAME).is_file(), stderr[-2000:]
