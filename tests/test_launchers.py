@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, compose_cfg, run_cli
+from conftest import CONF_DIR, FAST, compose_cfg, run_cli
 
 from nst_exp import devices
 
@@ -102,3 +103,33 @@ def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(devices, "_slot", None)
     cpu_cfg = compose_cfg(*FAST)  # trainer=cpu: the job stays on the CPU whatever the slot
     assert devices.assign(cpu_cfg, n_jobs=2, job_num=1, lock_dir=tmp_path / "other")[1] == "cpu"
+
+
+def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sbatch script submitit writes from conf/hydra/launcher/slurm.yaml (no cluster here:
+    a dummy `srun` on PATH lets submitit build it; the keys are mapped as the plugin maps them)."""
+    plugin("hydra_submitit_launcher")
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.timeout_min=30"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()
+                                  if key not in ("_target_", "submitit_folder", "name")})
+    script = executor._executor._make_submission_file_text("python -m nst_exp.train", "uid")
+    for line in ("--gpus-per-task=1", "--partition=gpu", "--time=30", "--signal=USR2@120", "--cpus-per-task=8",
+                 "--ntasks-per-node=1", "--mem=32GB"):
+        assert f"#SBATCH {line}" in script, script
