@@ -7,7 +7,7 @@ worker claims a free *slot* from a pool of lock files under the sweep dir and ke
 its life; slot ``i`` means GPU ``i`` and ``1/n_jobs`` of the CPU cores. The OS drops the lock
 when the worker exits, so a crashed worker frees its GPU.
 
-Only the joblib launcher needs this: SLURM (submitit) gives every task its own GPU and cores.
+Only the joblib launcher needs this: SLURM (submitit) and Ray give every task its own GPU and cores.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-# conf/hydra/launcher/{joblib,submitit_local}.yaml share the plugin schemas' names on purpose
+# conf/hydra/launcher/{joblib,submitit_local,ray}.yaml share the plugin schemas' names on purpose
 # (`hydra/launcher=joblib` is what users type); Hydra 1.3 validates them against the schema,
 # which we want, but warns on every run that this matching is deprecated. The files set
 # `_target_` and every key themselves, so they work without the matching too.
@@ -46,7 +46,13 @@ def parallel_jobs() -> int:
     return gpus if gpus > 0 else max(1, min(cpu_count(), MAX_CPU_JOBS))
 
 
+def gpus_per_job() -> int:
+    """Ray's default ``num_gpus`` per task: one where GPUs exist (0 would share GPU 0 by all)."""
+    return 1 if torch.cuda.device_count() > 0 else 0
+
+
 OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
+OmegaConf.register_new_resolver("gpus_per_job", gpus_per_job, replace=True)
 
 
 def claim_slot(lock_dir: Path, n_slots: int) -> int | None:

@@ -21,8 +21,8 @@ TINY = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logg
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def plugin(name: str) -> None:
-    pytest.importorskip(f"hydra_plugins.{name}", reason=f"{name} is not installed: pip install -e '.[sweep]'")
+def plugin(name: str, extra: str = "sweep") -> None:
+    pytest.importorskip(f"hydra_plugins.{name}", reason=f"{name} is not installed: pip install -e '.[{extra}]'")
 
 
 def finished_jobs(sweep: Path) -> dict[int, dict]:
@@ -133,3 +133,13 @@ def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: P
     for line in ("--gpus-per-task=1", "--partition=gpu", "--time=30", "--signal=USR2@120", "--cpus-per-task=8",
                  "--ntasks-per-node=1", "--mem=32GB"):
         assert f"#SBATCH {line}" in script, script
+
+
+def test_ray_runs_two_jobs(tmp_path: Path) -> None:
+    plugin("hydra_ray_launcher", extra="ray")
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "style_weight=1e4,1e5",
+                     *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = finished_jobs(sweep)
+    assert sorted(jobs) == [0, 1] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
