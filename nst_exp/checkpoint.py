@@ -23,7 +23,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.callbacks import MetricsRecorder
@@ -89,7 +89,8 @@ def find_checkpoint(cfg: DictConfig, module: StyleTransferModule) -> Path | None
         raise ConfigError(f"resume: {path} is of a different run ({', '.join(changed)} changed); "
                           "pass resume=false to start over, or another output dir")
     if state.get("wandb_id") and (cfg.get("logger") or {}).get("wandb") is not None:
-        cfg.logger.wandb.id = state["wandb_id"]
+        with open_dict(cfg):  # a user's own wandb logger config may not list `id`
+            cfg.logger.wandb.id = state["wandb_id"]
     log.info("Resuming from %s at step %d", path, saved["global_step"])
     return path
 
