@@ -24,4 +24,13 @@ def _deterministic(flag: bool | str | None, accelerator: str) -> bool | str:
 
 OmegaConf.register_new_resolver("device_deterministic", _deterministic, replace=True)
 
+
+def _ensure_dir(path: str) -> str:
+    """Create ``path`` and return it: SQLite (Optuna's storage) will not create its directory."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
+
 __version__ = "0.1.0"

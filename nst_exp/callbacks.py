@@ -40,9 +40,18 @@ class MetricsRecorder(pl.Callback):
         self.rows: list[dict[str, float]] = []
         self._pending: list[tuple[int, float, torch.Tensor]] = []
         self._start = 0.0
+        self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far (flushed by whoever checkpoints): a resumed run rewrites the CSV from them."""
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]
+        self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - self._resumed_wall
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         parts = pl_module.last_components

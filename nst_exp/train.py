@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nst_exp import PROJECT_ROOT  # importing nst_exp registers the config resolvers
+from nst_exp.checkpoint import find_checkpoint
+from nst_exp.devices import pin_job
 from nst_exp.experiment import build_callbacks, build_loggers, build_module
 from nst_exp.io import read_json
 from nst_exp.loggers import finish_wandb
@@ -31,13 +33,15 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg``, optimise, and return the job's summary.json."""
+    pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg)
+    checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
     failed = True
     try:
-        trainer.fit(module)
+        trainer.fit(module, ckpt_path=checkpoint)
         failed = False
     finally:
         finish_wandb(failed)

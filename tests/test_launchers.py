@@ -1,0 +1,145 @@
+"""Sweeps through Hydra's launcher and sweeper plugins (the [sweep] extra): joblib, submitit, Optuna."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONF_DIR, FAST, compose_cfg, run_cli
+
+from nst_exp import devices
+
+TINY = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none", "snapshot_every=0",
+        "trainer.enable_progress_bar=false"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def plugin(name: str, extra: str = "sweep") -> None:
+    pytest.importorskip(f"hydra_plugins.{name}", reason=f"{name} is not installed: pip install -e '.[{extra}]'")
+
+
+def finished_jobs(sweep: Path) -> dict[int, dict]:
+    """Job number -> summary.json for every job dir of a sweep."""
+    return {int(job.name): json.loads((job / "summary.json").read_text())
+            for job in sweep.iterdir() if job.name.isdigit()}
+
+
+def test_joblib_runs_four_jobs_on_two_workers_one_slot_each(tmp_path: Path) -> None:
+    plugin("hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "style_weight=1e3,1e4,1e5,1e6",
+                     *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = finished_jobs(sweep)
+    assert sorted(jobs) == [0, 1, 2, 3] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
+    pins = [re.search(r"slot (\d) of 2, device cpu, (\d+) CPU thread", (sweep / str(n) / "train.log").read_text())
+            for n in range(4)]
+    assert all(pins), "every job logs its slot"
+    assert {int(p[1]) for p in pins} == {0, 1}  # two workers, each holding its own slot
+    assert {int(p[2]) for p in pins} == {max(1, devices.cpu_count() // 2)}
+
+
+def test_submitit_local_runs_two_jobs(tmp_path: Path) -> None:
+    plugin("hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=submitit_local", "style_weight=1e4,1e5", *TINY,
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = finished_jobs(sweep)
+    assert sorted(jobs) == [0, 1] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
+    assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2  # each ran as its own submitit job
+
+
+def test_optuna_search_of_three_trials_minimises_judge_loss_and_can_continue(tmp_path: Path) -> None:
+    plugin("hydra_optuna_sweeper")
+    import optuna
+
+    common = ["hparams_search=optuna", *TINY, f"paths.output_root={tmp_path}"]
+    result = run_cli(*common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'first'}", cwd=tmp_path,
+                     env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = finished_jobs(tmp_path / "first")
+    assert sorted(trials) == [0, 1, 2]
+    scores = [s["judge_loss"] for s in trials.values()]
+    assert all(isinstance(v, float) and v > 0 for v in scores)
+    best = yaml.safe_load((tmp_path / "first" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(scores))
+    assert set(best["best_params"]) == {"style_weight", "tv_weight", "optimizer.lr", "layers"}
+
+    # The same command again adds trials to the same study (SQLite under paths.output_root).
+    again = run_cli(*common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'second'}", cwd=tmp_path,
+                    env=ONE_THREAD)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="nst", storage=f"sqlite:///{tmp_path}/optuna/nst.db")
+    assert len(study.trials) == 4
+
+
+def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 2-GPU box the second worker's jobs run on cuda:1 (simulated: no GPU here)."""
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(devices, "_slot", None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    lock_dir = tmp_path / ".slots"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from nst_exp.devices import claim_slot; "
+                               f"print(claim_slot(Path({str(lock_dir)!r}), 2), flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "0"  # another worker holds slot 0
+        cfg = compose_cfg(*FAST, "trainer=default")
+        assert devices.assign(cfg, n_jobs=2, job_num=4, lock_dir=lock_dir)[:2] == (1, "cuda:1")
+        assert list(cfg.trainer.devices) == [1] and chosen == [1]
+    finally:
+        holder.communicate("")
+    monkeypatch.setattr(devices, "_slot", None)
+    cpu_cfg = compose_cfg(*FAST)  # trainer=cpu: the job stays on the CPU whatever the slot
+    assert devices.assign(cpu_cfg, n_jobs=2, job_num=1, lock_dir=tmp_path / "other")[1] == "cpu"
+
+
+def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sbatch script submitit writes from conf/hydra/launcher/slurm.yaml (no cluster here:
+    a dummy `srun` on PATH lets submitit build it; the keys are mapped as the plugin maps them)."""
+    plugin("hydra_submitit_launcher")
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.timeout_min=30"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()
+                                  if key not in ("_target_", "submitit_folder", "name")})
+    script = executor._executor._make_submission_file_text("python -m nst_exp.train", "uid")
+    for line in ("--gpus-per-task=1", "--partition=gpu", "--time=30", "--signal=USR2@120", "--cpus-per-task=8",
+                 "--ntasks-per-node=1", "--mem=32GB"):
+        assert f"#SBATCH {line}" in script, script
+
+
+def test_ray_runs_two_jobs(tmp_path: Path) -> None:
+    plugin("hydra_ray_launcher", extra="ray")
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "style_weight=1e4,1e5",
+                     *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = finished_jobs(sweep)
+    assert sorted(jobs) == [0, 1] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
