@@ -127,6 +127,16 @@ class RunSummary(pl.Callback):
         self.extra: dict[str, Any] = {}
         self._start = self._train_start = time.perf_counter()
         self._train_end: float | None = None
+        self._before = {"wall_time_s": 0.0, "train_time_s": 0.0}  # spent before a resume
+
+    def state_dict(self) -> dict[str, float]:
+        """Time spent so far, so a resumed run reports totals (checkpointed with the run)."""
+        now = time.perf_counter()
+        return {"wall_time_s": self._before["wall_time_s"] + now - self._start,
+                "train_time_s": self._before["train_time_s"] + now - self._train_start}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self._before = {key: float(state.get(key, 0.0)) for key in self._before}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -153,7 +163,7 @@ class RunSummary(pl.Callback):
         final = save_image(pl_module.image.detach()[0], self.output_dir / "final.png")
         losses = pl_module.evaluate()
         steps = trainer.global_step
-        train_time = (self._train_end or time.perf_counter()) - self._train_start
+        train_time = self._before["train_time_s"] + (self._train_end or time.perf_counter()) - self._train_start
         summary = {
             "status": self.status,
             "final_loss": _finite(losses["loss"]),
@@ -161,7 +171,7 @@ class RunSummary(pl.Callback):
             "style_loss": _finite(losses["style_loss"]),
             "tv_loss": _finite(losses["tv_loss"]),
             "steps": steps,
-            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "wall_time_s": round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
             "train_time_s": round(train_time, 3),
             "ms_per_step": round(1000 * train_time / steps, 2) if steps else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

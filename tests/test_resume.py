@@ -55,7 +55,8 @@ def test_sigterm_half_way_then_resume_equals_uninterrupted_run(tmp_path: Path) -
         train(compose_cfg(*RUN, "logger=wandb", *kill, output_dir=job))
     assert (job / CHECKPOINT_NAME).is_file()
     assert [int(r["step"]) for r in metric_rows(job)] == list(range(7))
-    first_wandb = json.loads((job / "summary.json").read_text())["wandb"]["id"]
+    stopped = json.loads((job / "summary.json").read_text())
+    first_wandb = stopped["wandb"]["id"]
 
     with pytest.raises(ConfigError, match="weights changed"):  # another objective is refused
         train(compose_cfg(*RUN, "logger=wandb", "style_weight=7", "resume=true", output_dir=job))
@@ -63,6 +64,9 @@ def test_sigterm_half_way_then_resume_equals_uninterrupted_run(tmp_path: Path) -
     resumed = train(compose_cfg(*RUN, "logger=wandb", "resume=true", output_dir=job))
     assert resumed["status"] == "ok" and resumed["steps"] == 12
     assert resumed["wandb"]["id"] == first_wandb  # the same W&B run continues
+    # time before the interruption counts too, so ms_per_step is total time / total steps
+    assert resumed["train_time_s"] > stopped["train_time_s"]
+    assert resumed["ms_per_step"] == pytest.approx(1000 * resumed["train_time_s"] / 12, rel=0.01)
     assert losses(metric_rows(job)) == losses(metric_rows(tmp_path / "reference"))  # no step twice
     assert resumed["final_loss"] == reference["final_loss"]
     assert (job / "final.png").read_bytes() == (tmp_path / "reference" / "final.png").read_bytes()
