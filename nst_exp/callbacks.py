@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from nst_exp.denoise import gaussian_denoise
 from nst_exp.images import save_image, to_pil
 from nst_exp.io import atomic_path, write_json
 from nst_exp.module import StyleTransferModule
@@ -106,10 +107,15 @@ class Snapshots(pl.Callback):
 
 
 class RunSummary(pl.Callback):
-    """Write ``final.png`` and ``summary.json`` when the run ends, however it ends."""
+    """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
 
-    def __init__(self, output_dir: str) -> None:
+    ``denoise`` (0..1) smooths final.png only; the losses are those of the optimised image.
+    Other callbacks add keys to summary.json through a ``summary_fields()`` method.
+    """
+
+    def __init__(self, output_dir: str, denoise: float = 0.0) -> None:
         self.output_dir = Path(output_dir)
+        self.denoise = float(denoise)
         self.status = "running"
         self._start = self._train_start = time.perf_counter()
         self._train_end: float | None = None
@@ -134,7 +140,8 @@ class RunSummary(pl.Callback):
 
     def write(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> dict[str, Any]:
         """Save the current image and the summary; returns the summary."""
-        final = save_image(pl_module.image.detach()[0], self.output_dir / "final.png")
+        final = save_image(gaussian_denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise),
+                           self.output_dir / "final.png")
         losses = pl_module.evaluate()
         steps = trainer.global_step
         train_time = (self._train_end or time.perf_counter()) - self._train_start
@@ -154,6 +161,8 @@ class RunSummary(pl.Callback):
             "image_size": list(pl_module.image.shape[-2:]),
             "wandb": _wandb_run(trainer),
         }
+        for callback in trainer.callbacks:
+            summary.update(callback.summary_fields() if hasattr(callback, "summary_fields") else {})
         write_json(self.output_dir / "summary.json", summary)
         return summary
 

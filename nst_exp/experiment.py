@@ -32,6 +32,10 @@ def check_config(cfg: DictConfig) -> None:
     for field in ("steps", "image_size"):
         if not isinstance(cfg[field], int) or cfg[field] <= 0:
             raise ConfigError(f"{field}={cfg[field]!r} must be a positive integer")
+    for field in ("stop_eps", "denoise"):
+        value = cfg.get(field, 0.0)
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{field}={value!r} must be a number in [0, 1]")
     choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
                "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS)}
     for field, (value, allowed) in choices.items():

@@ -87,18 +87,20 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | No
 
 def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
                noise: float = 0.0) -> Tensor:
-    """Starting image: ``content``, ``style`` (resized to the content), or uniform ``noise``.
+    """Starting image: ``content``, ``style`` (resized to the content), ``gray`` or uniform ``noise``.
 
-    For content/style, ``noise`` in [0, 1] blends in that fraction of uniform noise.
+    For content/style/gray, ``noise`` in [0, 1] blends in that fraction of uniform noise.
     """
     random = torch.rand(content.shape, generator=generator)
     if kind == "noise":
         return random
     if kind == "content":
         base = content
+    elif kind == "gray":  # low-amplitude noise around mid-gray (jcjohnson's "-init random")
+        base = torch.full_like(content, 0.5)
     elif kind == "style":
         base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
                                                antialias=True, align_corners=False)
     else:
-        raise ValueError(f"init.kind={kind!r} is not one of ['content', 'noise', 'style']")
+        raise ValueError(f"init.kind={kind!r} is not one of ['content', 'gray', 'noise', 'style']")
     return ((1 - noise) * base + noise * random).clamp(0, 1).contiguous()
