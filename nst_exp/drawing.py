@@ -7,12 +7,13 @@ Pillow is already a dependency (its default font is bundled, so this works offli
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_exp.sweep import Grid, Job, job_label
+from nst_exp.sweep import Grid, Job
 
 CELL = 256            # long edge of a result in the sheet, px
 PAD = 8
@@ -48,6 +49,20 @@ def wrap(text: str, width: int, face: Font) -> list[str]:
             current += token
             token = ""
     return [line for line in lines + [current.rstrip()] if line] or [""]
+
+
+def pretty(key: str, value: str) -> str:
+    """``style_weight=1000000.0`` -> ``style_weight=1e+06``: labels read like the command line."""
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{key.lstrip('+~')}={value}"
+    return f"{key.lstrip('+~')}={number:g}"
+
+
+def job_label(job: Job, keys: list[str]) -> str:
+    """Legend entry: job number and its swept values."""
+    return f"{job.num}: " + (", ".join(pretty(k, job.overrides.get(k, "?")) for k in keys) or "job")
 
 
 def fit(image: Image.Image, box: tuple[int, int]) -> Image.Image:
@@ -117,45 +132,66 @@ def _draw_cell(sheet: Image.Image, job: Job | None, xy: tuple[int, int], box: tu
     draw.text((x, y + box[1] + 2), line, fill=INK, font=face)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where things go on a contact sheet, in px."""
+
+    box: tuple[int, int]
+    title_h: int
+    corner_h: int
+    cell_h: int
+    line_h: int
+
+    def cell_xy(self, row: int, column: int) -> tuple[int, int]:
+        """Top-left corner of the image area of cell (row, column)."""
+        return LABEL_WIDTH + PAD + column * (self.box[0] + PAD), self.title_h + self.corner_h + row * self.cell_h
+
+
+def layout(grid: Grid, col_labels: list[list[str]], face: Font, title: bool) -> Layout:
+    box = cell_box(grid)
+    line_h = int(face.getbbox("Ag")[3]) + 4
+    header_h = max(len(lines) for lines in col_labels) * line_h + PAD
+    return Layout(box=box, title_h=line_h + PAD if title else 0, corner_h=max(header_h, box[1] // 2 + PAD),
+                  cell_h=box[1] + line_h + PAD, line_h=line_h)
+
+
+def column_labels(grid: Grid, width: int, face: Font) -> list[list[str]]:
+    return [wrap(", ".join(pretty(k, v) for k, v in zip(grid.column_keys, combo)) or "job", width, face)
+            for combo in grid.columns]
+
+
 def contact_sheet(grid: Grid, title: str = "") -> Image.Image:
     """Results laid out by the swept keys, labelled, with the content and style in the corner."""
     face, small = font(15), font(13)
-    box = cell_box(grid)
     rows, columns = grid.rows, grid.columns
-    col_keys = [k.lstrip("+~") for k in grid.column_keys]
-    col_labels = [wrap(", ".join(f"{k}={v}" for k, v in zip(col_keys, combo)) or "job", box[0], face)
-                  for combo in columns]
-    line_h = int(face.getbbox("Ag")[3]) + 4
-    header_h = max(len(lines) for lines in col_labels) * line_h + PAD
-    title_h = line_h + PAD if title else 0
-    corner_h = max(header_h, box[1] // 2 + PAD)
-    cell_h = box[1] + line_h + PAD
-    width = LABEL_WIDTH + PAD + len(columns) * (box[0] + PAD)
-    height = title_h + corner_h + len(rows) * cell_h + PAD
-    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    col_labels = column_labels(grid, cell_box(grid)[0], face)
+    at = layout(grid, col_labels, face, bool(title))
+    width = LABEL_WIDTH + PAD + len(columns) * (at.box[0] + PAD)
+    sheet = Image.new("RGB", (width, at.title_h + at.corner_h + len(rows) * at.cell_h + PAD), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((PAD, PAD // 2), title, fill=INK, font=face)
     pairs = {pair_paths(job) for job in grid.jobs if job.config}
     shared_pair = len(pairs) == 1
     if shared_pair:  # one pair for the whole sheet: content and style once, top left
-        thumbs = [fit(im, ((LABEL_WIDTH - PAD) // 2, corner_h - line_h)) for im in map(_open, next(iter(pairs)))
-                  if im is not None]
-        for i, (thumb, name) in enumerate(zip(thumbs, ("content", "style"))):
-            sheet.paste(thumb, (PAD // 2 + i * LABEL_WIDTH // 2, title_h))
-            draw.text((PAD // 2 + i * LABEL_WIDTH // 2, title_h + thumb.height + 1), name, fill=INK, font=small)
+        images = [_open(path) for path in next(iter(pairs))]
+        for i, (image, name) in enumerate(zip(images, ("content", "style"))):
+            if image is None:
+                continue
+            thumb = fit(image, ((LABEL_WIDTH - PAD) // 2, at.corner_h - at.line_h))
+            sheet.paste(thumb, (PAD // 2 + i * LABEL_WIDTH // 2, at.title_h))
+            draw.text((PAD // 2 + i * LABEL_WIDTH // 2, at.title_h + thumb.height + 1), name, fill=INK, font=small)
     for c, lines in enumerate(col_labels):
-        x = LABEL_WIDTH + PAD + c * (box[0] + PAD)
-        draw.multiline_text((x, title_h + corner_h - len(lines) * line_h - PAD // 2), "\n".join(lines),
+        x, _ = at.cell_xy(0, c)
+        draw.multiline_text((x, at.title_h + at.corner_h - len(lines) * at.line_h - PAD // 2), "\n".join(lines),
                             fill=INK, font=face)
     for r, row in enumerate(rows):
-        y = title_h + corner_h + r * cell_h
         if row is not None:
-            label = wrap(f"{grid.row_key.lstrip('+~')}={row}", LABEL_WIDTH - PAD, face)
-            draw.multiline_text((PAD // 2, y + box[1] // 2), "\n".join(label), fill=INK, font=face, anchor="lm")
+            label = wrap(pretty(grid.row_key, row), LABEL_WIDTH - PAD, face)
+            y = at.cell_xy(r, 0)[1] + at.box[1] // 2
+            draw.multiline_text((PAD // 2, y), "\n".join(label), fill=INK, font=face, anchor="lm")
         for c, combo in enumerate(columns):
-            x = LABEL_WIDTH + PAD + c * (box[0] + PAD)
-            _draw_cell(sheet, grid.cell(row, combo), (x, y), box, small, corner_style=not shared_pair)
+            _draw_cell(sheet, grid.cell(row, combo), at.cell_xy(r, c), at.box, small, corner_style=not shared_pair)
     return sheet
 
 

@@ -168,8 +168,3 @@ def grid_of(jobs: list[Job]) -> Grid:
     swept = [k for k in keys if len(values[k]) > 1]
     return Grid(swept, {k: values[k] for k in swept}, jobs)
 
-
-def job_label(job: Job, keys: list[str]) -> str:
-    """Short name of a job: its swept values (or its number if nothing is swept)."""
-    parts = [f"{k.lstrip('+~')}={job.overrides.get(k, '?')}" for k in keys]
-    return ", ".join(parts) if parts else f"job {job.num}"

@@ -99,7 +99,7 @@ def test_gatys_fig3_pairs_and_alpha_beta() -> None:
     assert ratios == {"shipwreck.jpg": 1e-3, "starry_night.jpg": 8e-4, "the_scream.jpg": 5e-3,
                       "composition_vii.jpg": 5e-4}
     cfg = compose_job("experiment=gatys_fig3")
-    assert cfg.style_weight == 1660 and list(cfg.layers.content) == ["relu4_2"]
+    assert cfg.style_weight == 1660 and list(cfg.layers.content) == ["relu4_2"] and cfg.init.kind == "gray"
     assert list(cfg.layers.style) == CUMULATIVE[-1]
 
 
@@ -117,8 +117,8 @@ def test_gatys_fig5_and_fig6() -> None:
     fig5 = jobs_of("gatys_fig5")
     assert [list(c.layers.content) for c in fig5] == [["relu2_2"], ["relu4_2"]]
     assert all(math.isclose(c.content_weight, 1e-3) for c in fig5)
-    fig6 = swept("gatys_fig6")
-    assert [(j["init"], int(j["seed"])) for j in fig6] == [(k, s) for k in ("content", "style", "noise") for s in range(4)]
+    fig6 = swept("gatys_fig6")  # init=gray is the paper's white noise, small amplitude
+    assert [(j["init"], int(j["seed"])) for j in fig6] == [(k, s) for k in ("content", "style", "gray") for s in range(4)]
 
 
 def test_other_ablations_sweep_what_they_compare() -> None:
