@@ -113,7 +113,8 @@ def _draw_cell(sheet: Image.Image, job: Job | None, xy: tuple[int, int], box: tu
                face: Font, corner_style: bool) -> None:
     draw = ImageDraw.Draw(sheet)
     x, y = xy
-    image = _open(job.image) if job is not None else None
+    shown = job is not None and not job.status.startswith("failed")  # a failed run's image may be NaN junk
+    image = _open(job.image) if shown else None
     if image is None:  # failed, running or missing: a labelled empty cell
         draw.rectangle([x, y, x + box[0] - 1, y + box[1] - 1], fill=EMPTY)
         text = "\n".join(wrap(caption(job), box[0] - 2 * PAD, face))

@@ -36,7 +36,7 @@ def fake_sweep(root: Path, params: dict[str, str], finished: dict[int, str], tas
         if status == "running":
             continue
         (job / "summary.json").write_text(json.dumps({"status": status, "final_loss": 1.0 + num, "steps": 3}))
-        if status == "ok":
+        if status == "ok" or status.startswith("failed"):  # RunSummary saves an image either way
             Image.new("RGB", (40, 30), (200, 40, 40)).save(job / "final.png")
             (job / "metrics.csv").write_text("step,loss\n0,100\n1,10\n2,%d\n" % (num + 1))
     return root
