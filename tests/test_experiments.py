@@ -98,6 +98,7 @@ def test_gatys_fig3_pairs_and_alpha_beta() -> None:
     ratios = {c.pair.style.split("/")[-1]: c.content_weight for c in jobs_of("gatys_fig3")}
     assert ratios == {"shipwreck.jpg": 1e-3, "starry_night.jpg": 8e-4, "the_scream.jpg": 5e-3,
                       "composition_vii.jpg": 5e-4}
+    assert compose_job("experiment=gatys_fig3", "pair=coffee_starry_night").content_weight == 1e-3  # not in the paper
     cfg = compose_job("experiment=gatys_fig3")
     assert cfg.style_weight == 1660 and list(cfg.layers.content) == ["relu4_2"] and cfg.init.kind == "gray"
     assert list(cfg.layers.style) == CUMULATIVE[-1]
