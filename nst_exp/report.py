@@ -15,7 +15,7 @@ from pathlib import Path
 from nst_exp.drawing import contact_sheet, loss_plot
 from nst_exp.images import save_image
 from nst_exp.io import write_text
-from nst_exp.sweep import Grid, Job, grid_of, load_jobs
+from nst_exp.sweep import Grid, Job, common_overrides, grid_of, load_jobs
 
 SUMMARY_COLUMNS = ("final_loss", "content_loss", "style_loss", "tv_loss", "steps", "stopped_early_at",
                    "wall_time_s", "train_time_s", "ms_per_step")
@@ -67,6 +67,8 @@ def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path) -> 
     lines = [
         f"# Sweep report: `{sweep_dir.name}`",
         "",
+        f"Fixed overrides: `{' '.join(f'{k}={v}' for k, v in common_overrides(grid.jobs).items()) or 'none'}`.",
+        "",
         f"{len(table)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".",
         f"Contact sheet {layout}. Full table: [report.csv](report.csv).",
         "",
@@ -97,7 +99,8 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     table = rows(grid, sweep_dir)
     paths = {name: sweep_dir / name for name in OUTPUTS}
     write_text(paths["report.csv"], to_csv(table))
-    save_image(contact_sheet(grid, title=str(sweep_dir)), paths["contact_sheet.png"])
+    fixed = " ".join(f"{k}={v}" for k, v in common_overrides(jobs).items())
+    save_image(contact_sheet(grid, title=f"{sweep_dir.name}: {fixed}".rstrip(": ")), paths["contact_sheet.png"])
     save_image(loss_plot(grid), paths["losses.png"])
     write_text(paths["report.md"], to_markdown(table, grid, sweep_dir))
     return paths

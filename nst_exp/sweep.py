@@ -154,6 +154,14 @@ def load_jobs(sweep_dir: str | Path) -> list[Job]:
     return jobs
 
 
+def common_overrides(jobs: list[Job]) -> dict[str, str]:
+    """Overrides every job shares (the sweep's fixed settings, e.g. ``experiment=...``)."""
+    recorded = [job.overrides for job in jobs if job.overrides]
+    if not recorded:
+        return {}
+    return {k: v for k, v in recorded[0].items() if all(o.get(k) == v for o in recorded[1:])}
+
+
 def grid_of(jobs: list[Job]) -> Grid:
     """The keys whose values differ between jobs, in override order, and their values."""
     keys: list[str] = []
