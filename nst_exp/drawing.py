@@ -81,6 +81,10 @@ def pair_paths(job: Job) -> tuple[str | None, str | None]:
         return None, None
 
 
+def _only(values: set[str | None]) -> str | None:
+    return next(iter(values)) if len(values) == 1 else None
+
+
 def _open(path: str | Path | None) -> Image.Image | None:
     try:
         return Image.open(path).convert("RGB") if path else None
@@ -172,13 +176,11 @@ def contact_sheet(grid: Grid, title: str = "") -> Image.Image:
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((PAD, PAD // 2), title, fill=INK, font=face)
-    pairs = {pair_paths(job) for job in grid.jobs if job.config}
-    shared_pair = len(pairs) == 1
-    if shared_pair:  # one pair for the whole sheet: content and style once, top left
-        images = [_open(path) for path in next(iter(pairs))]
-        for i, (image, name) in enumerate(zip(images, ("content", "style"))):
-            if image is None:
-                continue
+    paths = [pair_paths(job) for job in grid.jobs if job.config]
+    shared = [_only({p[i] for p in paths}) for i in (0, 1)]  # (content, style) if every job has the same
+    for i, (path, name) in enumerate(zip(shared, ("content", "style"))):  # shared images once, top left
+        image = _open(path)
+        if image is not None:
             thumb = fit(image, ((LABEL_WIDTH - PAD) // 2, at.corner_h - at.line_h))
             sheet.paste(thumb, (PAD // 2 + i * LABEL_WIDTH // 2, at.title_h))
             draw.text((PAD // 2 + i * LABEL_WIDTH // 2, at.title_h + thumb.height + 1), name, fill=INK, font=small)
@@ -192,7 +194,8 @@ def contact_sheet(grid: Grid, title: str = "") -> Image.Image:
             y = at.cell_xy(r, 0)[1] + at.box[1] // 2
             draw.multiline_text((PAD // 2, y), "\n".join(label), fill=INK, font=face, anchor="lm")
         for c, combo in enumerate(columns):
-            _draw_cell(sheet, grid.cell(row, combo), at.cell_xy(r, c), at.box, small, corner_style=not shared_pair)
+            _draw_cell(sheet, grid.cell(row, combo), at.cell_xy(r, c), at.box, small,
+                       corner_style=bool(paths) and shared[1] is None)
     return sheet
 
 
