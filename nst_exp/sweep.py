@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 STALE_S = 600  # a job that has written nothing for this long is not running any more
 
@@ -120,8 +121,10 @@ def planned_jobs(sweep_dir: Path) -> list[dict[str, str]]:
     hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {})
     params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list((hydra_cfg.get("overrides") or {}).get("task") or [])
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    batches = BasicSweeper.split_arguments(overrides, None)
+    try:
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+    except HydraException:  # e.g. glob() needs the config repository: fall back to the job dirs
+        return []
     return [parse_overrides(job) for batch in batches for job in batch]
 
 

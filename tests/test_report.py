@@ -91,6 +91,14 @@ def test_failed_running_and_missing_jobs_get_labelled_cells_and_rows(tmp_path: P
     assert "1 failed, 1 missing, 1 ok, 1 running" in report
 
 
+def test_sweep_hydra_cannot_expand_offline_falls_back_to_job_dirs(tmp_path: Path) -> None:
+    fake_sweep(tmp_path, {"style_weight": "1e4,1e5"}, {0: "ok", 1: "ok"})
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"sweeper": {"params": {"experiment": "glob(*)"}}, "overrides": {"task": []}}}))
+    grid = grid_of(load_jobs(tmp_path))
+    assert grid.keys == ["style_weight"] and [job.status for job in grid.jobs] == ["ok", "ok"]
+
+
 def test_not_a_sweep_dir_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no multirun.yaml"):
         write_report(tmp_path)
