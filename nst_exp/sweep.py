@@ -83,10 +83,9 @@ class Grid:
     @property
     def columns(self) -> list[tuple[str, ...]]:
         """Combinations of the column keys, in launch order."""
-        col_keys = self.keys[1:] if len(self.keys) >= 2 else self.keys
         combos: list[tuple[str, ...]] = []
         for job in self.jobs:
-            combo = tuple(job.overrides.get(k, "") for k in col_keys)
+            combo = tuple(job.overrides.get(k, "") for k in self.column_keys)
             if combo not in combos:
                 combos.append(combo)
         return combos or [()]
