@@ -49,6 +49,8 @@ def to_csv(table: list[dict[str, object]]) -> str:
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value).replace("|", "\\|")
