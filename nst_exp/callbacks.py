@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from nst_exp.denoise import gaussian_denoise
 from nst_exp.images import save_image, to_pil
 from nst_exp.io import atomic_path, write_json
 from nst_exp.module import StyleTransferModule
@@ -118,13 +119,15 @@ class Snapshots(pl.Callback):
 class RunSummary(pl.Callback):
     """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
 
-    Other callbacks may set ``status`` (e.g. ``diverged``) and add keys to ``extra``.
+    ``denoise`` (0..1) smooths final.png only; the losses are those of the optimised image.
+    Other callbacks may set ``status`` (e.g. ``diverged``) and add keys to summary.json through
+    a ``summary_fields()`` method.
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, denoise: float = 0.0) -> None:
         self.output_dir = Path(output_dir)
+        self.denoise = float(denoise)
         self.status = "running"
-        self.extra: dict[str, Any] = {}
         self._start = self._train_start = time.perf_counter()
         self._train_end: float | None = None
         self._before = {"wall_time_s": 0.0, "train_time_s": 0.0}  # spent before a resume
@@ -160,7 +163,8 @@ class RunSummary(pl.Callback):
 
     def write(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> dict[str, Any]:
         """Save the current image and the summary; returns the summary."""
-        final = save_image(pl_module.image.detach()[0], self.output_dir / "final.png")
+        final = save_image(gaussian_denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise),
+                           self.output_dir / "final.png")
         losses = pl_module.evaluate()
         steps = trainer.global_step
         train_time = self._before["train_time_s"] + (self._train_end or time.perf_counter()) - self._train_start
@@ -179,8 +183,9 @@ class RunSummary(pl.Callback):
             "image": str(final.resolve()),
             "image_size": list(pl_module.image.shape[-2:]),
             "wandb": _wandb_run(trainer),
-            **self.extra,
         }
+        for callback in trainer.callbacks:
+            summary.update(callback.summary_fields() if hasattr(callback, "summary_fields") else {})
         write_json(self.output_dir / "summary.json", summary)
         return summary
 

@@ -42,6 +42,10 @@ def check_config(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and (not _number(lr) or not math.isfinite(lr) or lr <= 0):
         raise ConfigError(f"optimizer.lr={lr!r}: must be a finite number > 0")
+    for field in ("stop_eps", "denoise"):
+        value = cfg.get(field, 0.0)
+        if not _number(value) or not 0 <= value <= 1:
+            raise ConfigError(f"{field}={value!r}: must be a number in [0, 1]")
     choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
                "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
                "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),

@@ -131,6 +131,8 @@ class VGGFeatures(nn.Module):
 
     def forward(self, image: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
         wanted = set(self.layers if layers is None else layers)
+        if not wanted:  # e.g. the content targets of a style-only run (layers.content=[])
+            return {}
         stop = max(self.names.index(name) for name in wanted)
         x = self.preprocess(image)
         feats: dict[str, Tensor] = {}

@@ -122,11 +122,17 @@ class DivergenceGuard(pl.Callback):
         log.warning("Diverged at step %d (loss %s; best %s at step %s): restored the best image, %s",
                     event["step"], event["loss"], event["best_loss"], event["best_step"], event["action"])
         summary = next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), None)
-        if summary is not None:
-            summary.extra["divergences"] = list(self.events)
-            if not restart:
-                summary.status = "diverged"
-                summary.extra["diverged_at_step"] = event["step"]
+        if summary is not None and not restart:
+            summary.status = "diverged"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """summary.json keys: every divergence, and the step of the one that stopped the run."""
+        if not self.events:
+            return {}
+        fields: dict[str, Any] = {"divergences": list(self.events)}
+        if self.events[-1]["action"] == "stop":
+            fields["diverged_at_step"] = self.events[-1]["step"]
+        return fields
 
 
 def _values(tensor: torch.Tensor) -> Any:

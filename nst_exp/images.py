@@ -111,20 +111,22 @@ def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,
     return img
 
 
-INIT_KINDS = ("content", "noise", "style")
+INIT_KINDS = ("content", "gray", "noise", "style")
 
 
 def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
                noise: float = 0.0) -> Tensor:
-    """Starting image: ``content``, ``style`` (resized to the content), or uniform ``noise``.
+    """Starting image: ``content``, ``style`` (resized to the content), ``gray`` or uniform ``noise``.
 
-    For content/style, ``noise`` in [0, 1] blends in that fraction of uniform noise.
+    For content/style/gray, ``noise`` in [0, 1] blends in that fraction of uniform noise.
     """
     random = torch.rand(content.shape, generator=generator)
     if kind == "noise":
         return random
     if kind == "content":
         base = content
+    elif kind == "gray":  # low-amplitude noise around mid-gray (jcjohnson's "-init random")
+        base = torch.full_like(content, 0.5)
     elif kind == "style":
         base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
                                                antialias=True, align_corners=False)
