@@ -16,8 +16,8 @@ from nst_exp.train import train
 
 
 def test_stop_eps_ends_a_plateaued_run_and_says_so(tmp_path: Path) -> None:
-    # Adam at lr 0 never moves: the loss is flat, so the first comparison (step 2 x window) stops it.
-    cfg = compose_cfg(*FAST, "steps=50", "optimizer=adam", "optimizer.lr=0.0", "stop_eps=0.01",
+    # Adam at lr 1e-9 barely moves: the loss is flat, so the first comparison (step 2 x window) stops it.
+    cfg = compose_cfg(*FAST, "steps=50", "optimizer=adam", "optimizer.lr=1e-9", "stop_eps=0.01",
                       "callbacks.stopping.window=3", output_dir=tmp_path)
     summary = train(cfg)
     assert summary["status"] == "ok" and summary["stopped_early_at"] == 6 and summary["steps"] == 6
