@@ -21,7 +21,9 @@ from torch.optim import LBFGS, Optimizer
 
 Closure = Callable[[], Tensor]
 # A line search yields trial step lengths and is sent back (loss, gradient) at each one.
-LineSearch = Generator[float, tuple[float, Tensor], tuple[float, Tensor, float]]
+# Scalars stay 0-dim tensors where torch's LBFGS keeps them so, to round exactly as it does.
+Scalar = float | Tensor
+LineSearch = Generator[Scalar, tuple[float, Tensor], tuple[float, Tensor, Scalar]]
 
 
 def per_image(lr: float | Sequence[float], batch: int) -> list[float]:
@@ -77,11 +79,11 @@ class ImageHistory:
 
     n_iter: int = 0
     d: Tensor | None = None
-    t: float = 0.0
+    t: Scalar = 0.0
     old_dirs: list[Tensor] = field(default_factory=list)
     old_stps: list[Tensor] = field(default_factory=list)
-    ro: list[float] = field(default_factory=list)
-    h_diag: float = 1.0
+    ro: list[Tensor] = field(default_factory=list)
+    h_diag: Scalar = 1.0
     prev_grad: Tensor | None = None
 
     def direction(self, grad: Tensor, history_size: int) -> Tensor:
@@ -90,31 +92,31 @@ class ImageHistory:
         if self.n_iter == 1:
             return grad.neg()
         y, s = grad.sub(self.prev_grad), self.d.mul(self.t)
-        ys = float(y.dot(s))
+        ys = y.dot(s)
         if ys > 1e-10:  # skip updates that would break positive definiteness, as torch does
             if len(self.old_dirs) == history_size:
                 self.old_dirs.pop(0), self.old_stps.pop(0), self.ro.pop(0)
             self.old_dirs.append(y), self.old_stps.append(s), self.ro.append(1.0 / ys)
-            self.h_diag = ys / float(y.dot(y))
+            self.h_diag = ys / y.dot(y)
         q, alphas = grad.neg(), []
         for s_i, y_i, ro_i in zip(reversed(self.old_stps), reversed(self.old_dirs), reversed(self.ro)):
-            alphas.append(float(s_i.dot(q)) * ro_i)
+            alphas.append(s_i.dot(q) * ro_i)
             q.add_(y_i, alpha=-alphas[-1])
         r = q.mul_(self.h_diag)
         for s_i, y_i, ro_i, a_i in zip(self.old_stps, self.old_dirs, self.ro, reversed(alphas)):
-            r.add_(s_i, alpha=a_i - float(y_i.dot(r)) * ro_i)
+            r.add_(s_i, alpha=a_i - y_i.dot(r) * ro_i)
         return r
 
 
-def cubic_minimum(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
-                  bounds: tuple[float, float] | None = None) -> float:
+def cubic_minimum(x1: Scalar, f1: Scalar, g1: Scalar, x2: Scalar, f2: Scalar, g2: Scalar,
+                  bounds: tuple[Scalar, Scalar] | None = None) -> Scalar:
     """Minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to ``bounds``."""
     low, high = bounds if bounds is not None else (min(x1, x2), max(x1, x2))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
     if d2_square < 0:
         return (low + high) / 2.0
-    d2 = math.sqrt(d2_square)
+    d2 = d2_square.sqrt() if isinstance(d2_square, Tensor) else math.sqrt(d2_square)
     if x1 <= x2:
         at = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
     else:
@@ -122,16 +124,16 @@ def cubic_minimum(x1: float, f1: float, g1: float, x2: float, f2: float, g2: flo
     return min(max(at, low), high)
 
 
-def strong_wolfe(t: float, d: Tensor, f: float, g: Tensor, gtd: float, c1: float = 1e-4, c2: float = 0.9,
+def strong_wolfe(t: Scalar, d: Tensor, f: float, g: Tensor, gtd: Tensor, c1: float = 1e-4, c2: float = 0.9,
                  tolerance_change: float = 1e-9, max_ls: int = 25) -> LineSearch:
     """torch's ``_strong_wolfe`` (More-Thuente style bracket + zoom) as a coroutine.
 
     It yields each trial step length and is sent (loss, gradient) there, so B searches can
     share one batched evaluation per trial. Returns (loss, gradient, step) of the accepted point.
     """
-    d_norm = float(d.abs().max())
+    d_norm = d.abs().max()
     f_new, g_new = yield t
-    gtd_new = float(g_new.dot(d))
+    gtd_new = g_new.dot(d)
     t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
     done, ls_iter = False, 0
     bracket, bracket_f, bracket_g, bracket_gtd = [0.0, t], [f, f_new], [g, g_new], [gtd, gtd_new]
@@ -148,7 +150,7 @@ def strong_wolfe(t: float, d: Tensor, f: float, g: Tensor, gtd: float, c1: float
                                      bounds=(t + 0.01 * (t - t_prev), t * 10))
         f_prev, g_prev, gtd_prev = f_new, g_new, gtd_new
         f_new, g_new = yield t
-        gtd_new = float(g_new.dot(d))
+        gtd_new = g_new.dot(d)
         ls_iter += 1
     if ls_iter == max_ls:
         bracket, bracket_f, bracket_g = [0.0, t], [f, f_new], [g, g_new]
@@ -168,7 +170,7 @@ def strong_wolfe(t: float, d: Tensor, f: float, g: Tensor, gtd: float, c1: float
         else:
             insufficient = False
         f_new, g_new = yield t
-        gtd_new = float(g_new.dot(d))
+        gtd_new = g_new.dot(d)
         ls_iter += 1
         if f_new > f + c1 * t * gtd or f_new >= bracket_f[low]:
             bracket[high], bracket_f[high], bracket_g[high], bracket_gtd[high] = t, f_new, g_new, gtd_new
@@ -214,8 +216,8 @@ class BatchedLBFGS(LBFGS):
                 continue  # converged: torch returns before touching the history
             d = history.direction(g, group["history_size"])
             history.prev_grad = g
-            t = min(1.0, 1.0 / float(g.abs().sum())) * self.image_lr[i] if history.n_iter == 1 else self.image_lr[i]
-            gtd = float(g.dot(d))
+            t = min(1.0, 1.0 / g.abs().sum()) * self.image_lr[i] if history.n_iter == 1 else self.image_lr[i]
+            gtd = g.dot(d)
             history.d, history.t = d, t
             if gtd > -group["tolerance_change"]:
                 continue  # not a descent direction: no move this step
