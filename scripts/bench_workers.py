@@ -162,6 +162,7 @@ class StepTimer(pl.Callback):
 
     evals = 0
     instance: StepTimer | None = None
+    profile_steps: tuple[int, int] | None = None  # [first, last) steps to run torch.profiler over
 
     def __init__(self) -> None:
         self.walls: list[float] = []
@@ -172,10 +173,17 @@ class StepTimer(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         self.start = time.perf_counter()
 
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+        if self.profile_steps and trainer.global_step == self.profile_steps[0]:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.profiler.start()
+
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
         self.walls.append(time.perf_counter() - self.start)
         self.counts.append(StepTimer.evals)
         self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
+        if self.profile_steps and trainer.global_step == self.profile_steps[1]:
+            self.profiler.stop()
 
 
 def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
@@ -246,12 +254,12 @@ def main() -> None:
         return
     cfg = config(spec, *spec.get("overrides", []))
     baseline = rss_mb()
+    if spec.get("profile"):  # the last steps of the run (after warm-up), not its set-up
+        StepTimer.profile_steps = (spec["steps"] - spec["profile"], spec["steps"])
+    result = run_nst_exp(spec, cfg) if spec["variant"] == "nst-exp" else run_loop(spec, cfg)
     if spec.get("profile"):
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            result = run_nst_exp(spec, cfg)
-        result["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
-    else:
-        result = run_nst_exp(spec, cfg) if spec["variant"] == "nst-exp" else run_loop(spec, cfg)
+        result["profile"] = StepTimer.instance.profiler.key_averages().table(sort_by="self_cpu_time_total",
+                                                                            row_limit=15)
     height, width = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)[0].shape[-2:]
     result.update(rss_baseline_mb=round(baseline, 1), peak_rss_mb=round(rss_mb(), 1), pixels=[height, width],
                   flops_per_eval=conv_flops(cfg, height, width, full=False))
