@@ -88,22 +88,24 @@ def test_unbatchable_optimizer_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_batched_launcher_writes_per_job_dirs(tmp_path: Path) -> None:
-    """Three style weights share a batch; image_size=48 cannot join it and runs alone."""
+    """Four style weights, at most three per batch: a batch of 3, then one job run alone."""
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", "style_weight=1e4,1e5,1e6", "image_size=32,48", "hydra/launcher=batched",
-                     "model.weights=random", "steps=3", "trainer=cpu", "snapshot_every=0",
+    result = run_cli("-m", "style_weight=1e3,1e4,1e5,1e6", "hydra/launcher=batched", "hydra.launcher.max_batch=3",
+                     "model.weights=random", "image_size=32", "steps=3", "trainer=cpu", "snapshot_every=0",
                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Batch of 3" in result.stderr + result.stdout
+    log = result.stderr + result.stdout
+    assert "Batch of 3" in log and "Batch of 1" in log
     jobs = sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    assert [j.name for j in jobs] == [str(n) for n in range(6)]
-    wandb_ids = set()
-    for job in jobs:
+    assert [j.name for j in jobs] == [str(n) for n in range(4)]
+    wandb_ids, losses = set(), []
+    for job, weight in zip(jobs, ("1000.0", "10000.0", "100000.0", "1000000.0")):
         summary = check_job_dir(job, steps=3)
-        overrides = (job / ".hydra" / "overrides.yaml").read_text()
-        assert "style_weight=" in overrides and (job / ".hydra" / "config.yaml").is_file()
-        assert summary["image_size"] == ([24, 32] if "image_size=32" in overrides else [36, 48])
+        assert f"- style_weight={weight}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert (job / ".hydra" / "config.yaml").is_file() and (job / "train.log").is_file()
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
         wandb_ids.add(summary["wandb"]["id"])
-    assert len(wandb_ids) == 6  # one W&B run per job, batched or not
+        losses.append(summary["style_loss"])
+    assert len(wandb_ids) == 4  # one W&B run per job, batched or not
+    assert losses == sorted(losses)  # each job got its own style weight
