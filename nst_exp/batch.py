@@ -71,7 +71,8 @@ def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
     content, style = first.content[:1], first.style
     images = [init_image(cfg.init.kind, content, style, torch.Generator().manual_seed(cfg.seed),
                          cfg.init.get("noise", 0.0)) for cfg in cfgs]
-    weights = {name: torch.tensor([float(cfg[f"{name}_weight"]) for cfg in cfgs]) for name in ("content", "style", "tv")}
+    weights = {name: torch.tensor([float(cfg[f"{name}_weight"]) for cfg in cfgs])
+               for name in ("content", "style", "tv")}
     return StyleTransferModule(
         image=torch.cat(images), content=content, style=style, extractor=first.extractor,
         content_layers=first.content_layers, style_layers=first.style_layers,

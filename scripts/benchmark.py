@@ -61,7 +61,8 @@ def summarise(result: dict, warmup: int, steps: int, peak: float) -> dict:
     gflops = result["flops_per_eval"] * n_evals / seconds / 1e9
     return {"ms_per_step": 1000 * seconds / steps, "evals_per_step": n_evals / steps,
             "ms_per_eval": 1000 * seconds / n_evals, "gflops": gflops, "pct_peak": 100 * gflops / peak,
-            "peak_rss_mb": result["peak_rss_mb"], "rss_over_baseline_mb": result["peak_rss_mb"] - result["rss_baseline_mb"],
+            "peak_rss_mb": result["peak_rss_mb"],
+            "rss_over_baseline_mb": result["peak_rss_mb"] - result["rss_baseline_mb"],
             "pixels": result["pixels"], "first_loss": result["losses"][0]}
 
 
