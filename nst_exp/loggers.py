@@ -34,7 +34,8 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
     """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
 
     W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
-    it is logged as a warning and the run goes on with its local files only.
+    it is logged as a warning and the run goes on with its local files only. A batched sweep
+    (nst_exp/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
     """
     mode = mode or os.environ.get("WANDB_MODE", "offline")
     default_group, default_name = job_identity()
