@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from nst_exp.experiment import ConfigError, build_callbacks, build_loggers, build_module
+from nst_exp.experiment import ConfigError, build_callbacks, build_loggers, build_module, check_config
 from nst_exp.images import init_image
 from nst_exp.io import read_json
 from nst_exp.module import StyleTransferModule
@@ -67,6 +67,8 @@ def batched_optimizer(cfgs: Sequence[DictConfig]) -> Any:
 
 def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
     """One module for B jobs: the first job's network and targets, each job's init and weights."""
+    for cfg in cfgs[1:]:
+        check_config(cfg)  # build_module checks the first
     first = build_module(cfgs[0])
     content, style = first.content[:1], first.style
     images = [init_image(cfg.init.kind, content, style, torch.Generator().manual_seed(cfg.seed),
@@ -160,7 +162,11 @@ for _hook in HOOKS:
 
 
 def prepare_job(cfg: DictConfig) -> Job:
-    """Inside the job's Hydra context: pin its output dir, build its callbacks and loggers."""
+    """Inside the job's Hydra context: pin its output dir, build its callbacks and loggers.
+
+    A bad value fails this job here, alone, before its batch starts.
+    """
+    check_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
         if (cfg.get("logger") or {}).get("wandb") is not None:

@@ -81,6 +81,15 @@ def test_batch_key_ignores_only_batchable_keys(tmp_path: Path) -> None:
     assert key("model.weights=caffe", "seed=3") == key("model.weights=caffe")
 
 
+def test_a_bad_job_fails_alone(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "style_weight=1e3,-1,1e5", "hydra/launcher=batched", "model.weights=random",
+                     "image_size=32", "steps=2", "trainer=cpu", "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode != 0 and "style_weight=-1 must be a finite number >= 0" in result.stderr
+    assert (sweep / "0" / "summary.json").is_file() and (sweep / "2" / "summary.json").is_file()
+    assert not (sweep / "1" / "summary.json").exists()
+
+
 def test_unbatchable_optimizer_is_refused(tmp_path: Path) -> None:
     cfgs = [compose_cfg(*FAST, "optimizer._target_=torch.optim.SGD", output_dir=tmp_path / str(n)) for n in range(2)]
     with pytest.raises(ConfigError, match="optimizer._target_='torch.optim.SGD' cannot be batched"):
