@@ -33,4 +33,14 @@ def _ensure_dir(path: str) -> str:
 
 OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
 
+
+def _precision(optimizer_target: str, requested: str) -> str:
+    from nst_exp.speed import precision_for  # imported on use: keeps `import nst_exp` light
+
+    return precision_for(optimizer_target, requested)
+
+
+# trainer/gpu.yaml: mixed precision for Adam, fp32 for L-BFGS (see nst_exp/speed.py).
+OmegaConf.register_new_resolver("nst_precision", _precision, replace=True)
+
 __version__ = "0.1.0"

@@ -29,12 +29,14 @@ def job_identity() -> tuple[str | None, str | None]:
 
 def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = None,
                  run_config: dict[str, Any] | None = None, tags: list[str] | None = None,
-                 group: str | None = None, name: str | None = None, id: str | None = None) -> Logger | None:
+                 group: str | None = None, name: str | None = None, id: str | None = None,
+                 reinit: str = "finish_previous") -> Logger | None:
     """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
 
     W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
     it is logged as a warning and the run goes on with its local files only. ``id`` continues
-    an existing run (a resumed job), else W&B makes a new one.
+    an existing run (a resumed job), else W&B makes a new one. A batched sweep
+    (nst_exp/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
     """
     mode = mode or os.environ.get("WANDB_MODE", "offline")
     default_group, default_name = job_identity()
@@ -44,7 +46,7 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, config=run_config,
                              tags=list(tags or []), group=group or default_group,
-                             name=name or default_name, id=id, reinit="finish_previous")
+                             name=name or default_name, id=id, reinit=reinit)
         _ = logger.experiment  # start the run now, so failures surface here
         return logger
     except Exception as error:  # noqa: BLE001 - any W&B failure degrades to local logging

@@ -131,7 +131,8 @@ class StyleTransferModule(pl.LightningModule):
         parts = self.components(self.image, warp)
         self.manual_backward(parts["loss"].sum())
         detached = {key: value.detach() for key, value in parts.items()}
-        loss = detached["loss"].sum()
+        # Batched optimisers (nst_exp.batched_optim) need each image's loss, not the batch total.
+        loss = detached["loss"] if getattr(optimizer, "per_image_loss", False) else detached["loss"].sum()
         if self._quasi_newton:
             self._cache = (self.image.detach().clone(), loss, self.image.grad.detach().clone(), detached)
         return loss, detached

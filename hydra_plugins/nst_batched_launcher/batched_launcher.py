@@ -1,0 +1,133 @@
+"""``hydra/launcher=batched``: sweep jobs that can share a batch run as one batch of images.
+
+    python -m nst_exp.train -m style_weight=1e4,3e4,1e5,3e5 hydra/launcher=batched
+
+Jobs are grouped by everything in their config except the batchable keys
+(``nst_exp.batch.BATCHABLE``); each group of up to ``max_batch`` jobs is optimised together.
+Every job still goes through Hydra's ``run_job`` (its dir, ``.hydra/`` files, Hydra callbacks,
+job logging), but with a task that only builds its callbacks and loggers in its own Hydra
+context; the batch trains afterwards and fills in each job's return value. A job alone in
+its group runs the normal task, exactly as the basic launcher would run it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class BatchedLauncher(Launcher):
+    """Run batchable jobs as batches (nst_exp.batch), the rest one after another."""
+
+    def __init__(self, max_batch: int = 8) -> None:
+        super().__init__()
+        if int(max_batch) < 1:
+            raise ValueError(f"hydra.launcher.max_batch={max_batch!r} must be >= 1")
+        self.max_batch = int(max_batch)
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for offset, overrides in enumerate(job_overrides):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
+            configs.append(config)
+        returns: list[JobReturn | None] = [None] * len(configs)
+        for group in self._groups(configs):
+            for start in range(0, len(group), self.max_batch):
+                chunk = group[start:start + self.max_batch]
+                log.info("Batch of %d: %s", len(chunk), "; ".join(
+                    f"#{configs[i].hydra.job.num} {' '.join(filter_overrides(job_overrides[i]))}" for i in chunk))
+                if len(chunk) == 1:
+                    returns[chunk[0]] = self._run(configs[chunk[0]], self.task_function)
+                else:
+                    for i, ret in zip(chunk, self._run_batch([configs[i] for i in chunk])):
+                        returns[i] = ret
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [ret for ret in returns if ret is not None]
+
+    def _groups(self, configs: list[DictConfig]) -> list[list[int]]:
+        """Job indices grouped by batch key, groups in order of their first job."""
+        from nst_exp.batch import batch_key
+
+        groups: dict[str, list[int]] = {}
+        saved = HydraConfig.instance().cfg
+        for index, config in enumerate(configs):
+            probe = copy.deepcopy(config)
+            with read_write(probe.hydra.runtime), open_dict(probe.hydra.runtime):
+                probe.hydra.runtime.output_dir = "<job dir>"  # same for all: only the maths may differ
+            HydraConfig.instance().set_config(probe)
+            with read_write(probe), open_dict(probe):
+                del probe["hydra"]
+            try:
+                key = batch_key(probe)
+            except Exception:  # noqa: BLE001 - an unresolvable config fails in its own job, alone
+                key = f"unbatchable-{index}"
+            groups.setdefault(key, []).append(index)
+        HydraConfig.instance().cfg = saved
+        return list(groups.values())
+
+    def _run(self, config: DictConfig, task: Any) -> JobReturn:
+        assert self.hydra_context is not None
+        return run_job(hydra_context=self.hydra_context, task_function=task, config=config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
+        """Set up each job in its own Hydra context, then train them all as one batch."""
+        from nst_exp.batch import Job, prepare_job, train_batch
+
+        jobs: dict[int, Job] = {}
+        returns = [self._run(config, lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg)))
+                   for n, config in enumerate(configs)]
+        ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]  # set-up failures stay failed
+        handlers = _job_log_files([Path(jobs[n].cfg.paths.output_dir) for n in ready[:-1]])  # the last has one
+        try:
+            summaries = train_batch([jobs[n] for n in ready])
+            for n, summary in zip(ready, summaries):
+                returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
+        except Exception as error:  # noqa: BLE001 - every job of the batch failed the same way
+            log.error("Batch failed: %s: %s", type(error).__name__, error)
+            for n in ready:
+                returns[n].status, returns[n].return_value = JobStatus.FAILED, error
+        finally:
+            for handler in handlers:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+        return returns
+
+
+def _job_log_files(job_dirs: list[Path]) -> list[logging.Handler]:
+    """Mirror the batch's log into each job's ``<job>.log``, as Hydra's job logging would."""
+    root = logging.getLogger()
+    template = next((h for h in root.handlers if isinstance(h, logging.FileHandler)), None)
+    if template is None:
+        return []
+    handlers: list[logging.Handler] = []
+    for job_dir in job_dirs:
+        handler = logging.FileHandler(job_dir / Path(template.baseFilename).name)
+        handler.setFormatter(template.formatter)
+        handler.setLevel(template.level)
+        root.addHandler(handler)
+        handlers.append(handler)
+    return handlers

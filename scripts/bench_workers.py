@@ -1,0 +1,270 @@
+"""One benchmark variant per process (peak RSS is a per-process high-water mark).
+
+    python scripts/bench_workers.py '{"variant": "bare", "optimizer": "adam", "size": 256, ...}'
+
+prints one JSON line: per-step wall times and losses, evaluations, RSS. Variants:
+- ``bare``: a hand-written loop: truncated VGG as plain tensors, targets computed once.
+- ``naive``: the tutorial loop (yunjey/pytorch-tutorial, the PyTorch NST tutorial): the full
+  VGG ``features`` stack with trainable-looking weights, targets recomputed every step.
+- ``nst-exp``: the real path: Hydra-composed config, ``nst_exp.train.train`` (Lightning
+  Trainer, W&B offline, snapshots every 50), timed by an extra callback.
+All three optimise the same objective (Gatys layers, the config's weights and loss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+import nst_exp  # noqa: E402,F401
+from nst_exp.features import layer_names  # noqa: E402
+from nst_exp.images import load_pair  # noqa: E402
+from nst_exp.weights import load_state_dict, make_preprocess  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def config(spec: dict, *extra: str) -> DictConfig:
+    """The nst-exp job config every variant reads its objective from."""
+    overrides = [f"image_size={spec['size']}", f"optimizer={spec['optimizer']}", f"model.weights={spec['weights']}",
+                 f"steps={spec['steps']}", "snapshot_every=50", *extra]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+# --- the objective written out by hand (bare and naive) -----------------------------------
+def gram(f: Tensor) -> Tensor:
+    b, c, h, w = f.shape
+    flat = f.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tensor]], recompute: bool
+                   ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """(initial image, loss(image)) for cfg's pair and weights; ``recompute`` = tutorial style."""
+    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)
+    names = layer_names(cfg.model.arch)
+    c_idx, s_idx = names.index(cfg.layers.content[0]), [names.index(n) for n in cfg.layers.style]
+    cw, sw = float(cfg.content_weight), float(cfg.style_weight)
+
+    def targets() -> tuple[Tensor, list[Tensor]]:
+        fc, fs = features(content), features(style)
+        return fc[c_idx], [gram(fs[i]) for i in s_idx]
+
+    if not recompute:
+        with torch.no_grad():
+            cached = targets()
+
+    def loss(x: Tensor) -> Tensor:
+        c_target, s_targets = targets() if recompute else cached
+        f = features(x)
+        style_loss = sum((gram(f[i]) - t).square().mean() for i, t in zip(s_idx, s_targets)) / len(s_idx)
+        return cw * (f[c_idx] - c_target).square().mean() + sw * style_loss
+
+    return content.clone(), loss
+
+
+def bare_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
+    """Truncated VGG as frozen tensors and F.conv2d; ReLU in place where no conv output is kept."""
+    names = layer_names(cfg.model.arch)
+    depth = max(names.index(n) for n in [*cfg.layers.content, *cfg.layers.style]) + 1
+    state, pre = load_state_dict(cfg.model.arch, cfg.model.weights, cfg.seed), make_preprocess(cfg.model.weights)
+    kept = {names.index(n) for n in [*cfg.layers.content, *cfg.layers.style]}
+
+    def features(x: Tensor) -> dict[int, Tensor]:
+        x, out = pre(x), {}
+        for i, name in enumerate(names[:depth]):
+            if name.startswith("conv"):
+                x = F.conv2d(x, state[f"features.{i}.weight"], state[f"features.{i}.bias"], padding=1)
+            elif name.startswith("relu"):
+                x = F.relu(x, inplace=i - 1 not in kept)
+            else:
+                x = F.max_pool2d(x, 2)
+            if i in kept:
+                out[i] = x
+        return out
+
+    return features
+
+
+def naive_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
+    """torchvision-style ``features`` (all 37 layers, nn.Conv2d parameters that require grad)."""
+    layers: list[nn.Module] = []
+    state = load_state_dict(cfg.model.arch, cfg.model.weights, cfg.seed)
+    for i, name in enumerate(layer_names(cfg.model.arch)):
+        if name.startswith("conv"):
+            w = state[f"features.{i}.weight"]
+            conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+            conv.load_state_dict({"weight": w, "bias": state[f"features.{i}.bias"]})
+            layers.append(conv)
+        else:
+            layers.append(nn.ReLU() if name.startswith("relu") else nn.MaxPool2d(2))
+    net, pre = nn.Sequential(*layers).eval(), make_preprocess(cfg.model.weights)
+
+    def features(x: Tensor) -> dict[int, Tensor]:
+        x, out = pre(x), {}
+        for i, layer in enumerate(net):  # no truncation: every layer runs, as in the tutorials
+            x = layer(x)
+            out[i] = x
+        return out
+
+    return features
+
+
+def run_loop(spec: dict, cfg: DictConfig) -> dict:
+    """bare / naive: time each step of a plain optimiser loop on the objective."""
+    features = bare_features(cfg) if spec["variant"] == "bare" else naive_features(cfg)
+    x0, loss_fn = make_objective(cfg, features, recompute=spec["variant"] == "naive")
+    x = nn.Parameter(x0)
+    opt_cfg = {k: v for k, v in cfg.optimizer.items() if not k.startswith("_")}
+    opt = (torch.optim.Adam if spec["optimizer"] == "adam" else torch.optim.LBFGS)([x], **opt_cfg)
+    evals, losses, walls = [0], [], []
+
+    def closure() -> Tensor:
+        evals[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(x)
+        loss.backward()
+        return loss
+
+    start, counts = time.perf_counter(), []
+    for _ in range(spec["steps"]):
+        losses.append(float(opt.step(closure)))
+        if spec["optimizer"] == "adam":
+            with torch.no_grad():
+                x.clamp_(0, 1)
+        walls.append(time.perf_counter() - start)
+        counts.append(evals[0])
+    return {"walls": walls, "losses": losses, "evals": counts}
+
+
+class StepTimer(pl.Callback):
+    """Lightning callback for the nst-exp variant: wall time and evaluation count per step."""
+
+    evals = 0
+    instance: StepTimer | None = None
+    profile_steps: tuple[int, int] | None = None  # [first, last) steps to run torch.profiler over
+
+    def __init__(self) -> None:
+        self.walls: list[float] = []
+        self.counts: list[int] = []
+        self.losses: list[Tensor] = []
+        StepTimer.instance = self
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+        if self.profile_steps and trainer.global_step == self.profile_steps[0]:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.profiler.start()
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+        self.walls.append(time.perf_counter() - self.start)
+        self.counts.append(StepTimer.evals)
+        self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
+        if self.profile_steps and trainer.global_step == self.profile_steps[1]:
+            self.profiler.stop()
+
+
+def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
+    """The framework as users run it, plus a timing callback and an evaluation counter."""
+    from nst_exp.module import StyleTransferModule
+    from nst_exp.train import train
+
+    components = StyleTransferModule.components
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        StepTimer.evals += 1
+        return components(self, *args, **kwargs)
+
+    StyleTransferModule.components = counted
+    with tempfile.TemporaryDirectory() as out, open_dict(cfg):
+        cfg.paths.output_dir = out
+        cfg.callbacks.bench_timer = {"_target_": "__main__.StepTimer"}
+        train(cfg)
+    timer = StepTimer.instance
+    return {"walls": timer.walls, "losses": [float(v) for v in timer.losses], "evals": timer.counts}
+
+
+def run_sweep(spec: dict) -> dict:
+    """A sweep over ``style_weights``: one train() per value, or all values as one batch."""
+    from nst_exp.batch import Job, train_batch
+    from nst_exp.experiment import build_callbacks, build_loggers
+    from nst_exp.train import train
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        cfgs = []
+        for n, weight in enumerate(spec["style_weights"]):
+            cfg = config(spec, f"style_weight={weight}", "logger=csv", *spec.get("overrides", []))
+            with open_dict(cfg):
+                cfg.paths.output_dir = f"{out}/{n}"
+            cfgs.append(cfg)
+        if spec["variant"] == "sweep-batched":
+            summaries = train_batch([Job(cfg, build_callbacks(cfg), build_loggers(cfg)) for cfg in cfgs])
+        else:
+            summaries = [train(cfg) for cfg in cfgs]
+    return {"wall_s": time.perf_counter() - start, "final_losses": [s["final_loss"] for s in summaries],
+            "train_s": sum(s["train_time_s"] for s in summaries) if spec["variant"] != "sweep-batched"
+            else summaries[0]["train_time_s"]}
+
+
+def conv_flops(cfg: DictConfig, height: int, width: int, full: bool) -> float:
+    """Forward + input-gradient FLOPs of the (truncated unless ``full``) conv stack per image."""
+    names, channels, flops = layer_names(cfg.model.arch), 3, 0.0
+    depth = len(names) if full else max(names.index(n) for n in [*cfg.layers.content, *cfg.layers.style]) + 1
+    state = load_state_dict(cfg.model.arch, "random")
+    for i, name in enumerate(names[:depth]):
+        if name.startswith("conv"):
+            out = state[f"features.{i}.weight"].shape[0]
+            flops += 2 * 9 * channels * out * height * width
+            channels = out
+        elif name.startswith("pool"):
+            height, width = height // 2, width // 2
+    return 2 * flops  # the input gradient of a conv costs what its forward costs
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    torch.set_num_threads(spec["threads"])
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if spec["variant"].startswith("sweep-"):
+        print("BENCH_RESULT " + json.dumps(run_sweep(spec)))
+        return
+    cfg = config(spec, *spec.get("overrides", []))
+    baseline = rss_mb()
+    if spec.get("profile"):  # the last steps of the run (after warm-up), not its set-up
+        StepTimer.profile_steps = (spec["steps"] - spec["profile"], spec["steps"])
+    result = run_nst_exp(spec, cfg) if spec["variant"] == "nst-exp" else run_loop(spec, cfg)
+    if spec.get("profile"):
+        result["profile"] = StepTimer.instance.profiler.key_averages().table(sort_by="self_cpu_time_total",
+                                                                            row_limit=15)
+    height, width = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)[0].shape[-2:]
+    result.update(rss_baseline_mb=round(baseline, 1), peak_rss_mb=round(rss_mb(), 1), pixels=[height, width],
+                  flops_per_eval=conv_flops(cfg, height, width, full=False))
+    print("BENCH_RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

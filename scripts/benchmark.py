@@ -1,0 +1,208 @@
+"""How fast is nst-exp per step, against a hand-written loop and the tutorial loop?
+
+    python scripts/benchmark.py                  # 256 px table + 128/256/512 px scaling + profile (< 10 min)
+    python scripts/benchmark.py --to-loss 50     # wall time to reach the loss naive reaches in 50 steps
+    python scripts/benchmark.py --batched        # 8 style weights: one batch vs 8 sequential runs
+    python scripts/benchmark.py --quick          # tiny sizes and steps: checks that it all runs
+
+Each variant runs in its own process (scripts/bench_workers.py) so that its peak RSS is its
+own; results go to benchmark.json (sections merge into an existing file). GFLOP/s counts the
+forward + input-gradient FLOPs of the truncated VGG per evaluation, for every variant (the
+useful work), against a measured fp32 matmul peak of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+WORKER = Path(__file__).resolve().with_name("bench_workers.py")
+VARIANTS = ("bare", "naive", "nst-exp")
+OPTIMIZERS = ("adam", "lbfgs")
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul: the ceiling the convolutions are compared with."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def worker(spec: dict) -> dict:
+    """Run one variant in a fresh process and return its result line."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, str(WORKER), json.dumps(spec)], capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"benchmark worker {spec['variant']}/{spec.get('optimizer')} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("BENCH_RESULT "):])
+
+
+def summarise(result: dict, warmup: int, steps: int, peak: float) -> dict:
+    """Steady-state figures over the timed steps (after ``warmup``)."""
+    walls, evals = result["walls"], result["evals"]
+    before = (walls[warmup - 1], evals[warmup - 1]) if warmup else (0.0, 0)
+    seconds, n_evals = walls[warmup + steps - 1] - before[0], evals[warmup + steps - 1] - before[1]
+    gflops = result["flops_per_eval"] * n_evals / seconds / 1e9
+    return {"ms_per_step": 1000 * seconds / steps, "evals_per_step": n_evals / steps,
+            "ms_per_eval": 1000 * seconds / n_evals, "gflops": gflops, "pct_peak": 100 * gflops / peak,
+            "peak_rss_mb": result["peak_rss_mb"],
+            "rss_over_baseline_mb": result["peak_rss_mb"] - result["rss_baseline_mb"],
+            "pixels": result["pixels"], "first_loss": result["losses"][0]}
+
+
+def step_table(args: argparse.Namespace, size: int, variants: tuple[str, ...], optimizers: tuple[str, ...],
+               peak: float) -> list[dict]:
+    rows = []
+    for optimizer in optimizers:
+        for variant in variants:
+            # naive is 4-5x slower per step: half the steps keep the default run under 10 minutes
+            warmup, steps = (1, max(2, args.steps // 2)) if variant == "naive" else (args.warmup, args.steps)
+            spec = {"variant": variant, "optimizer": optimizer, "size": size, "steps": warmup + steps,
+                    "weights": args.weights, "threads": args.threads}
+            print(f"  {variant:8s} {optimizer:6s} {size} px ...", flush=True)
+            row = {"variant": variant, "optimizer": optimizer, "size": size, "timed_steps": steps,
+                   **summarise(worker(spec), warmup, steps, peak)}
+            rows.append(row)
+    for row in rows:
+        bare = next((r for r in rows if r["variant"] == "bare" and r["optimizer"] == row["optimizer"]), None)
+        row["x_bare"] = row["ms_per_step"] / bare["ms_per_step"] if bare else None
+        row["x_bare_per_eval"] = row["ms_per_eval"] / bare["ms_per_eval"] if bare else None
+    return rows
+
+
+def print_steps(rows: list[dict]) -> None:
+    print(f"\n{'size':>5} {'variant':8} {'opt':6} {'ms/step':>8} {'x bare':>7} {'evals':>6} {'ms/eval':>8} "
+          f"{'x bare/eval':>11} {'GFLOP/s':>8} {'%peak':>6} {'RSS MB':>7} {'+base':>6}")
+    for r in rows:
+        ratio = f"{r['x_bare']:.2f}" if r["x_bare"] else "-"
+        ratio_eval = f"{r['x_bare_per_eval']:.2f}" if r["x_bare_per_eval"] else "-"
+        print(f"{r['size']:>5} {r['variant']:8} {r['optimizer']:6} {r['ms_per_step']:8.1f} {ratio:>7} "
+              f"{r['evals_per_step']:6.2f} {r['ms_per_eval']:8.1f} {ratio_eval:>11} {r['gflops']:8.1f} "
+              f"{r['pct_peak']:6.1f} {r['peak_rss_mb']:7.0f} {r['rss_over_baseline_mb']:6.0f}")
+
+
+def to_loss(args: argparse.Namespace) -> dict:
+    """Run everything N steps; time for each run to reach what naive reaches after N steps."""
+    runs = {}
+    for optimizer in OPTIMIZERS:
+        for variant in VARIANTS:
+            print(f"  {variant:8s} {optimizer:6s} {args.to_loss} steps ...", flush=True)
+            runs[f"{variant}/{optimizer}"] = worker({"variant": variant, "optimizer": optimizer, "size": args.size,
+                                                     "steps": args.to_loss, "weights": args.weights,
+                                                     "threads": args.threads})
+    table = {}
+    for optimizer in OPTIMIZERS:
+        target = min(runs[f"naive/{optimizer}"]["losses"])
+        naive_s = time_to(runs[f"naive/{optimizer}"], target)
+        table[f"naive/{optimizer}"] = {"target_loss": target, "naive_s": naive_s, "runs": {
+            name: {"seconds": (t := time_to(run, target)), "x_faster": naive_s / t if t else None}
+            for name, run in runs.items()}}
+    print(f"\nwall time to reach the loss naive reaches in {args.to_loss} steps ({args.size} px)")
+    print(f"{'run':16}" + "".join(f"{'naive/' + o + ' target':>26}" for o in OPTIMIZERS))
+    for name in runs:
+        cells = []
+        for optimizer in OPTIMIZERS:
+            cell = table[f"naive/{optimizer}"]["runs"][name]
+            cells.append(f"{cell['seconds']:8.1f} s ({cell['x_faster']:4.1f}x)" if cell["seconds"] else "not reached")
+        print(f"{name:16}" + "".join(f"{c:>26}" for c in cells))
+    trajectories = {name: {"walls": run["walls"], "losses": run["losses"]} for name, run in runs.items()}
+    return {"steps": args.to_loss, "size": args.size, "targets": table, "trajectories": trajectories}
+
+
+def time_to(run: dict, target: float, rtol: float = 1e-4) -> float | None:
+    """Seconds until the image reached ``target`` (losses are measured at the start of a step).
+
+    ``rtol``: runs on the same trajectory as naive differ from it by float rounding only.
+    """
+    for k, loss in enumerate(run["losses"]):
+        if loss <= target * (1 + rtol):
+            return run["walls"][k - 1] if k else 0.0
+    return None
+
+
+def batched(args: argparse.Namespace) -> dict:
+    weights = [f"{w:g}" for w in (1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6)][:args.batch]
+    result = {}
+    for optimizer in OPTIMIZERS:
+        spec = {"optimizer": optimizer, "size": args.batched_size, "steps": args.steps, "weights": args.weights,
+                "threads": args.threads, "style_weights": weights}
+        seq = worker({**spec, "variant": "sweep-sequential"})
+        bat = worker({**spec, "variant": "sweep-batched"})
+        result[optimizer] = {"sequential": seq, "batched": bat, "x_faster_wall": seq["wall_s"] / bat["wall_s"],
+                             "x_faster_train": seq["train_s"] / bat["train_s"]}
+        print(f"  {optimizer}: {len(weights)} x {args.steps} steps at {args.batched_size} px: sequential "
+              f"{seq['wall_s']:.1f} s, batched {bat['wall_s']:.1f} s -> {seq['wall_s'] / bat['wall_s']:.2f}x "
+              f"(training only {seq['train_s'] / bat['train_s']:.2f}x)", flush=True)
+    return {"size": args.batched_size, "steps": args.steps, "style_weights": weights, **result}
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="long edge, px, of the main table")
+    parser.add_argument("--sizes", default="128,256,512", help="long edges for the scaling table ('' = none)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--weights", default="caffe", help="caffe (real, bundled) | random")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
+    parser.add_argument("--to-loss", type=int, default=0, metavar="N", help="run the time-to-loss comparison only")
+    parser.add_argument("--batched", action="store_true", help="run the batched-sweep comparison only")
+    parser.add_argument("--batch", type=int, default=8, help="style weights in the batched comparison (max 8)")
+    parser.add_argument("--batched-size", type=int, default=128, help="long edge for --batched")
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-ops table")
+    parser.add_argument("--quick", action="store_true", help="64 px, 2+3 steps, sizes 64,96: a smoke run")
+    parser.add_argument("--out", default="benchmark.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.sizes, args.steps, args.warmup, args.batched_size = 64, "64,96", 3, 2, 64
+        args.to_loss = min(args.to_loss, 4)
+    return args
+
+
+def main() -> None:
+    args = parse()
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    peak = matmul_peak(args.threads)
+    report["machine"] = {"cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+                         "matmul_peak_gflops": round(peak, 1), "load_avg": os.getloadavg()}
+    print(f"{args.threads} threads, fp32 matmul peak {peak:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
+    if args.to_loss:
+        report["to_loss"] = to_loss(args)
+    elif args.batched:
+        report["batched"] = batched(args)
+    else:
+        rows = step_table(args, args.size, VARIANTS, OPTIMIZERS, peak)
+        for size in (int(s) for s in args.sizes.split(",") if s and int(s) != args.size):
+            rows += step_table(args, size, ("bare", "nst-exp"), ("adam",), peak)
+        rows.sort(key=lambda r: (r["size"], r["optimizer"]))
+        print_steps(rows)
+        report["steps"] = {"size": args.size, "warmup": args.warmup, "timed_steps": args.steps,
+                           "weights": args.weights, "rows": rows}
+        if not args.no_profile:
+            prof = worker({"variant": "nst-exp", "optimizer": "adam", "size": args.size, "steps": args.warmup + 3,
+                           "weights": args.weights, "threads": args.threads, "profile": 3})
+            print(f"\ntorch.profiler, nst-exp Adam at {args.size} px, 3 steps after warm-up (self CPU time):\n"
+                  f"{prof['profile']}")
+            report["profile"] = prof["profile"]
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
