@@ -85,9 +85,14 @@ def test_a_bad_job_fails_alone(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "style_weight=1e3,-1,1e5", "hydra/launcher=batched", "model.weights=random",
                      "image_size=32", "steps=2", "trainer=cpu", "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert result.returncode != 0 and "style_weight=-1 must be a finite number >= 0" in result.stderr
-    assert (sweep / "0" / "summary.json").is_file() and (sweep / "2" / "summary.json").is_file()
-    assert not (sweep / "1" / "summary.json").exists()
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: style_weight=-1: must be a finite number >= 0" in result.stderr
+    assert "HYDRA_FULL_ERROR" not in result.stderr  # one line, no traceback
+    for job in ("0", "2"):
+        assert json.loads((sweep / job / "summary.json").read_text())["status"] == "ok"
+    failed = json.loads((sweep / "1" / "summary.json").read_text())
+    assert failed["status"].startswith("failed: style_weight=-1") and failed["image"] is None
+    assert not (sweep / "1" / "final.png").exists()
 
 
 def test_unbatchable_optimizer_is_refused(tmp_path: Path) -> None:

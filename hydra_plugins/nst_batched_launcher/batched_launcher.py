@@ -96,11 +96,15 @@ class BatchedLauncher(Launcher):
     def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
         """Set up each job in its own Hydra context, then train them all as one batch."""
         from nst_exp.batch import Job, prepare_job, train_batch
+        from nst_exp.task import record_failure, task_wrapper
 
         jobs: dict[int, Job] = {}
-        returns = [self._run(config, lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg)))
+        # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
+        # and stays out of the batch; SweepOutcome fails the multirun at the end.
+        returns = [self._run(config, task_wrapper(lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg)),
+                                                  multirun=True))
                    for n, config in enumerate(configs)]
-        ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]  # set-up failures stay failed
+        ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]
         handlers = _job_log_files([Path(jobs[n].cfg.paths.output_dir) for n in ready[:-1]])  # the last has one
         try:
             summaries = train_batch([jobs[n] for n in ready])
@@ -110,6 +114,7 @@ class BatchedLauncher(Launcher):
             log.error("Batch failed: %s: %s", type(error).__name__, error)
             for n in ready:
                 returns[n].status, returns[n].return_value = JobStatus.FAILED, error
+                record_failure(jobs[n].cfg, f"failed: {type(error).__name__}: {error}".splitlines()[0])
         finally:
             for handler in handlers:
                 logging.getLogger().removeHandler(handler)
