@@ -114,13 +114,13 @@ class StyleTransferLoss(nn.Module):
         self.style_layer_weights = dict(style_layer_weights)
 
     def forward(self, features: Mapping[str, Tensor], image: Tensor,
-                content_targets: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Unweighted components: content, style, tv (each (B,))."""
+                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True) -> dict[str, Tensor]:
+        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``)."""
         zero = image.new_zeros(image.shape[0])
         content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
                        for l, w in self.content_layer_weights.items()), zero)
         style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
-        return {"content": content, "style": style, "tv": tv_loss(image)}
+        return {"content": content, "style": style, "tv": tv_loss(image) if with_tv else zero}
 
     def extra_repr(self) -> str:
         return f"content={self.content_layer_weights}, style={self.style_layer_weights}"

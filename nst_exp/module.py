@@ -53,6 +53,7 @@ class StyleTransferModule(pl.LightningModule):
         self.register_buffer("style", style, persistent=False)
         for name in ("content", "style", "tv"):
             self.register_buffer(f"{name}_weight", weights[name].float().reshape(-1), persistent=False)
+        self.uses_tv = bool((weights["tv"] != 0).any())  # decided once, here: no device sync per step
         self.content_layers, self.style_layers = dict(content_layers), dict(style_layers)
         self.loss_options = dict(loss or {})
         self.objective: StyleTransferLoss | None = None
@@ -84,7 +85,7 @@ class StyleTransferModule(pl.LightningModule):
                 content_targets = self.extractor(self.augment(self.content, warp), list(self.content_layers))
         seen = self.augment(image, warp)
         objective = self.objective or self.build_objective()
-        parts = objective(self.extractor(seen), seen, content_targets)
+        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv)
         weighted = {
             "content_loss": self.content_weight * parts["content"],
             "style_loss": self.style_weight * parts["style"],

@@ -47,9 +47,11 @@ def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> N
         alone, together = tmp_path / "sequential" / str(n), tmp_path / "batched" / str(n)
         check_job_dir(together, steps=STEPS)
         reference = json.loads((alone / "summary.json").read_text())
-        assert summary["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-3)
+        # rel 5e-3: with 2 threads the batch-of-3 and batch-of-1 convolutions round differently
+        # and L-BFGS amplifies it (measured up to 1.3e-3); a wrong (coupled) optimiser is off by far more.
+        assert summary["final_loss"] == pytest.approx(reference["final_loss"], rel=5e-3)
         for row_alone, row_together in zip(read_metrics(alone), read_metrics(together)):
-            assert row_together["loss"] == pytest.approx(row_alone["loss"], rel=1e-3)
+            assert row_together["loss"] == pytest.approx(row_alone["loss"], rel=5e-3)
         # A batch of 3 convolves with other kernels than a batch of 1: float rounding differs and
         # L-BFGS amplifies it a little (max 6/255 here); the B=1 test below shows the maths is exact.
         diff = np.abs(pixels(together) - pixels(alone))
