@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,7 +22,6 @@ import torch
 from hydra.utils import instantiate
 
 from nst_exp.experiment import layer_weights
-from nst_exp.io import read_json, write_json
 from nst_exp.losses import StyleTransferLoss
 from nst_exp.module import StyleTransferModule
 
@@ -31,20 +29,21 @@ log = logging.getLogger(__name__)
 
 
 class JudgeScore(pl.Callback):
-    """On train end, add ``judge_loss``/``judge_content``/``judge_style`` to summary.json.
+    """Add ``judge_loss``/``judge_content``/``judge_style`` to summary.json.
 
-    Runs after RunSummary (it is listed after it), so it updates the file RunSummary wrote.
+    RunSummary asks for them (``summary_fields``) when it writes the summary, so the order of
+    the callbacks does not matter and the file is written once.
     """
 
-    def __init__(self, output_dir: str, model: dict[str, Any], content_layers: list[str],
+    def __init__(self, model: dict[str, Any], content_layers: list[str],
                  style_layers: list[str], content_weight: float = 1.0, style_weight: float = 1.0e5,
                  loss: dict[str, str] | None = None) -> None:
-        self.summary = Path(output_dir) / "summary.json"
         self.model = dict(model)
         self.content_layers = layer_weights(self.model["arch"], list(content_layers), None, "judge content_layers")
         self.style_layers = layer_weights(self.model["arch"], list(style_layers), None, "judge style_layers")
         self.content_weight, self.style_weight = float(content_weight), float(style_weight)
         self.loss = dict(loss or {"norm": "l2", "reduction": "mean", "gram_norm": "chw"})
+        self._module: StyleTransferModule | None = None
 
     @torch.no_grad()
     def score(self, module: StyleTransferModule) -> dict[str, float | None]:
@@ -60,9 +59,14 @@ class JudgeScore(pl.Callback):
         return {"judge_loss": total if math.isfinite(total) else None,
                 "judge_content": raw["content"], "judge_style": raw["style"]}
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        scores = self.score(pl_module)
-        summary = read_json(self.summary) if self.summary.is_file() else {}
-        write_json(self.summary, {**summary, **scores})
+    def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        self._module = pl_module
+
+    def summary_fields(self) -> dict[str, float | None]:
+        """What RunSummary adds to summary.json: the judge's scores of the current image."""
+        if self._module is None:
+            return {}
+        scores = self.score(self._module)
         log.info("Judge: loss %s (content %.4g, style %.4g)", scores["judge_loss"], scores["judge_content"],
                  scores["judge_style"])
+        return scores
