@@ -27,20 +27,20 @@ def check_config(cfg: DictConfig) -> None:
     """Reject bad top-level values before any work is done (one line, names the field)."""
     for field in ("style_weight", "content_weight", "tv_weight"):
         value = cfg[field]
-        if not _number(value) or not math.isfinite(value) or value < 0:
+        if not _finite(value) or value < 0:
             raise ConfigError(f"{field}={value!r}: must be a finite number >= 0")
     for field, minimum in (("steps", 1), ("image_size", 1), ("log_every", 1), ("snapshot_every", 0)):
         value = cfg.get(field, minimum)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
     scale = cfg.get("style_scale")
-    if scale is not None and (not _number(scale) or not math.isfinite(scale) or scale <= 0):
+    if scale is not None and (not _finite(scale) or scale <= 0):
         raise ConfigError(f"style_scale={scale!r}: must be a finite number > 0 or null (= 1)")
     pixels = cfg.get("max_image_pixels")
     if pixels is not None and (not isinstance(pixels, int) or pixels <= 0):
         raise ConfigError(f"max_image_pixels={pixels!r}: must be a positive integer or null (no limit)")
     lr = cfg.optimizer.get("lr")
-    if lr is not None and (not _number(lr) or not math.isfinite(lr) or lr <= 0):
+    if lr is not None and (not _finite(lr) or lr <= 0):
         raise ConfigError(f"optimizer.lr={lr!r}: must be a finite number > 0")
     for field in ("stop_eps", "denoise"):
         value = cfg.get(field, 0.0)
@@ -57,6 +57,10 @@ def check_config(cfg: DictConfig) -> None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _number(value) and math.isfinite(value)
 
 
 def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None, field: str) -> dict[str, float]:
