@@ -34,13 +34,14 @@ def _ensure_dir(path: str) -> str:
 OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
 
 
-def _precision(optimizer_target: str, requested: str) -> str:
+def _precision(optimizer_target: str, requested: str | None, trainer_default: str, accelerator: str) -> str:
+    """The Trainer's ``precision``: the top-level knob if set, else the trainer file's choice."""
     from nst_exp.speed import precision_for  # imported on use: keeps `import nst_exp` light
 
-    return precision_for(optimizer_target, requested)
+    return precision_for(optimizer_target, trainer_default if requested is None else requested, accelerator)
 
 
-# trainer/gpu.yaml: mixed precision for Adam, fp32 for L-BFGS (see nst_exp/speed.py).
+# trainer/*.yaml: mixed precision for Adam only, fp32 for L-BFGS (see nst_exp/speed.py).
 OmegaConf.register_new_resolver("nst_precision", _precision, replace=True)
 
 __version__ = "0.1.0"

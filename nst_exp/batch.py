@@ -24,7 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from nst_exp.experiment import ConfigError, build_callbacks, build_loggers, build_module, check_config
+from nst_exp.experiment import (ConfigError, build_callbacks, build_loggers, build_module, build_trainer,
+                                check_config)
 from nst_exp.images import init_image
 from nst_exp.io import read_json
 from nst_exp.module import StyleTransferModule
@@ -182,7 +183,7 @@ def train_batch(jobs: Sequence[Job]) -> list[dict[str, Any]]:
     trainer_cfg = copy.deepcopy(cfgs[0].trainer)
     with open_dict(trainer_cfg):
         trainer_cfg.enable_progress_bar = False  # B bars would say the same thing
-    trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=[BatchCallbacks(jobs)], logger=False)
+    trainer = build_trainer(trainer_cfg, callbacks=[BatchCallbacks(jobs)], logger=False)
     log.info("Optimising %d images of %dx%d together for %d steps", len(jobs), module.image.shape[-1],
              module.image.shape[-2], cfgs[0].steps)
     status = "failed"

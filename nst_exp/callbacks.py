@@ -178,6 +178,7 @@ class RunSummary(pl.Callback):
             "wall_time_s": round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
             "train_time_s": round(train_time, 3),
             "ms_per_step": round(1000 * train_time / steps, 2) if steps else None,
+            "precision": str(trainer.precision),  # the steps' arithmetic; final_loss is always fp32
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "image": str(final.resolve()),

@@ -15,6 +15,7 @@ from nst_exp.features import VGG_CONFIGS, min_input_size, resolve_layer
 from nst_exp.images import INIT_KINDS, init_image, load_pair
 from nst_exp.losses import DISTANCES, GRAM_NORMS, REDUCTIONS, normalise_weights
 from nst_exp.module import CLAMP_MODES, StyleTransferModule
+from nst_exp.speed import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.get(field, 0.0)
         if not _number(value) or not 0 <= value <= 1:
             raise ConfigError(f"{field}={value!r}: must be a number in [0, 1]")
+    precision = cfg.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: is not one of {list(PRECISIONS)} or null (the trainer's)")
     choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
                "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
                "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),
@@ -123,3 +127,17 @@ def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
             if logger is not None:
                 loggers.append(logger)
     return loggers
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer; when it turns on deterministic algorithms, without the NaN fill.
+
+    ``torch.use_deterministic_algorithms(True)`` also fills every new ``torch.empty`` tensor
+    with NaN, so that a kernel reading memory it never wrote reads the same thing on each run.
+    Every op of a step writes its whole output, so here the fill is pure cost (4 full-size
+    64-channel maps per step, 3% of a 512 px step); kernel choice, i.e. determinism, is
+    unchanged (tests/test_faults.py and test_resume.py rerun and resume bit-for-bit).
+    """
+    trainer = instantiate(trainer_cfg, **kwargs)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    return trainer

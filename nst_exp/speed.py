@@ -3,6 +3,9 @@
 - ``precision_for`` (config resolver ``nst_precision``): mixed precision only where it is
   allowed. Lightning's AMP refuses L-BFGS ("AMP and the LBFGS optimizer are not compatible"),
   and an L-BFGS line search needs exact function values anyway, so L-BFGS always runs fp32.
+  ``auto`` picks bf16 autocast where the device has bf16 arithmetic of its own (CUDA GPUs from
+  Ampere on, CPUs with AMX or AVX512-BF16, where oneDNN's bf16 convolutions ran Adam 1.9x
+  faster here) and fp32 where bf16 would be emulated, i.e. slower.
 - ``SpeedUps`` (callback): channels_last convolutions (NHWC tensor-core kernels on GPUs; no
   gain measured on CPU, so ``auto`` turns it on for CUDA only) and ``torch.compile`` of the
   feature extractor. The image parameter stays contiguous (L-BFGS flattens it with ``view``).
@@ -19,11 +22,26 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 FP32_ONLY = ("LBFGS",)  # optimisers (by class name suffix) that must see fp32 losses
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")  # the top-level ``precision`` knob
 
 
-def precision_for(optimizer_target: str, requested: str) -> str:
-    """``requested`` Lightning precision, or ``32-true`` for optimisers that need fp32."""
-    return "32-true" if str(optimizer_target).endswith(FP32_ONLY) else requested
+def precision_for(optimizer_target: str, requested: str, accelerator: str = "auto") -> str:
+    """``requested`` Lightning precision (``auto``: see ``native_bf16``), or ``32-true`` for
+    optimisers that need fp32."""
+    if str(optimizer_target).endswith(FP32_ONLY):
+        return "32-true"
+    if requested == "auto":
+        return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+    return requested
+
+
+def native_bf16(accelerator: str = "auto") -> bool:
+    """Does the device the Trainer will pick compute in bf16 natively (so autocast pays)?"""
+    use_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8  # Ampere on
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence the getattr
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 class ToChannelsLast(nn.Module):

@@ -14,13 +14,12 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nst_exp import PROJECT_ROOT  # importing nst_exp registers the config resolvers
 from nst_exp.checkpoint import find_checkpoint
 from nst_exp.devices import pin_job
-from nst_exp.experiment import build_callbacks, build_loggers, build_module
+from nst_exp.experiment import build_callbacks, build_loggers, build_module, build_trainer
 from nst_exp.io import read_json
 from nst_exp.loggers import finish_wandb
 from nst_exp.task import metric, task_wrapper
@@ -37,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg)
     checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
     failed = True
     try:

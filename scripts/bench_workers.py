@@ -46,7 +46,7 @@ def rss_mb() -> float:
 def config(spec: dict, *extra: str) -> DictConfig:
     """The nst-exp job config every variant reads its objective from."""
     overrides = [f"image_size={spec['size']}", f"optimizer={spec['optimizer']}", f"model.weights={spec['weights']}",
-                 f"steps={spec['steps']}", "snapshot_every=50", *extra]
+                 f"steps={spec['steps']}", "snapshot_every=50", f"precision={spec.get('precision', '32-true')}", *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides)
 
@@ -58,13 +58,17 @@ def gram(f: Tensor) -> Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
-def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tensor]], recompute: bool
-                   ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    """(initial image, loss(image)) for cfg's pair and weights; ``recompute`` = tutorial style."""
+def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tensor]], recompute: bool,
+                   style_weights: list[float] | None = None) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """(initial image, loss(image)) for cfg's pair and weights; ``recompute`` = tutorial style.
+
+    ``style_weights``: a batch of images, one per weight (a batched sweep's objective: per-image
+    losses, summed); default: one image with cfg's style_weight.
+    """
     content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)
     names = layer_names(cfg.model.arch)
     c_idx, s_idx = names.index(cfg.layers.content[0]), [names.index(n) for n in cfg.layers.style]
-    cw, sw = float(cfg.content_weight), float(cfg.style_weight)
+    cw, sw = float(cfg.content_weight), torch.tensor(style_weights or [float(cfg.style_weight)])
 
     def targets() -> tuple[Tensor, list[Tensor]]:
         fc, fs = features(content), features(style)
@@ -77,10 +81,10 @@ def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tenso
     def loss(x: Tensor) -> Tensor:
         c_target, s_targets = targets() if recompute else cached
         f = features(x)
-        style_loss = sum((gram(f[i]) - t).square().mean() for i, t in zip(s_idx, s_targets)) / len(s_idx)
-        return cw * (f[c_idx] - c_target).square().mean() + sw * style_loss
+        style_loss = sum((gram(f[i]) - t).square().flatten(1).mean(1) for i, t in zip(s_idx, s_targets)) / len(s_idx)
+        return (cw * (f[c_idx] - c_target).square().flatten(1).mean(1) + sw * style_loss).sum()
 
-    return content.clone(), loss
+    return content.repeat(len(sw), 1, 1, 1), loss
 
 
 def bare_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
@@ -133,8 +137,10 @@ def naive_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
 def run_loop(spec: dict, cfg: DictConfig) -> dict:
     """bare / naive: time each step of a plain optimiser loop on the objective."""
     features = bare_features(cfg) if spec["variant"] == "bare" else naive_features(cfg)
-    x0, loss_fn = make_objective(cfg, features, recompute=spec["variant"] == "naive")
+    weights = [float(w) for w in spec["style_weights"]] if spec.get("style_weights") else None
+    x0, loss_fn = make_objective(cfg, features, recompute=spec["variant"] == "naive", style_weights=weights)
     x = nn.Parameter(x0)
+    bf16 = spec.get("precision") == "bf16-mixed"  # autocast as Lightning's bf16-mixed does it
     opt_cfg = {k: v for k, v in cfg.optimizer.items() if not k.startswith("_")}
     opt = (torch.optim.Adam if spec["optimizer"] == "adam" else torch.optim.LBFGS)([x], **opt_cfg)
     evals, losses, walls = [0], [], []
@@ -142,7 +148,8 @@ def run_loop(spec: dict, cfg: DictConfig) -> dict:
     def closure() -> Tensor:
         evals[0] += 1
         opt.zero_grad()
-        loss = loss_fn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(x)
         loss.backward()
         return loss
 

@@ -91,6 +91,7 @@ CASES: dict[str, Case] = {
     "style_scale zero": lambda t: (["style_scale=0"], ["style_scale=0", "> 0"]),
     "unknown clamp": lambda t: (["clamp=sometimes"], ["clamp='sometimes'", "'auto'"]),
     "unknown init kind": lambda t: (["init.kind=zeros"], ["init.kind='zeros'", "'noise'"]),
+    "unknown precision": lambda t: (["precision=bf16"], ["precision='bf16'", "'bf16-mixed'", "'auto'"]),
     "unknown pooling": lambda t: (["model.pooling=median"], ["model.pooling='median'", "'avg'"]),
     "caffe weights on vgg16": lambda t: (["model=vgg16", "model.weights=caffe"], ["model.weights=caffe", "vgg16"]),
     "weights missing": lambda t: ([f"model.weights={t}/vgg.pth"], ["model.weights=", "vgg.pth", "no such file"]),

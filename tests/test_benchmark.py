@@ -29,6 +29,18 @@ def test_hand_written_loops_compute_the_framework_loss(variant: str) -> None:
     assert ours == pytest.approx(build_module(cfg).evaluate()["loss"], rel=1e-5)
 
 
+def test_batched_loop_computes_the_batched_sweep_loss() -> None:
+    """The batching ceiling's loop: one image per style weight, the jobs' losses summed."""
+    weights = [1e3, 3e4]
+    cfg = bench_workers.config(SPEC, "layers=gatys")
+    image, loss = bench_workers.make_objective(cfg, bench_workers.bare_features(cfg), False, style_weights=weights)
+    with torch.no_grad():
+        ours = float(loss(image))
+    jobs = [build_module(bench_workers.config(SPEC, "layers=gatys", f"style_weight={w}")).evaluate()["loss"]
+            for w in weights]
+    assert image.shape[0] == 2 and ours == pytest.approx(sum(jobs), rel=1e-5)
+
+
 def test_flop_count_of_the_truncated_net() -> None:
     """VGG19 to relu5_1: 0.722 MFLOP per input pixel forward (hand count), twice with the input gradient."""
     cfg = bench_workers.config(SPEC)
