@@ -97,3 +97,11 @@ def test_deterministic_runs_skip_the_nan_fill_of_new_tensors(tmp_path: Path) -> 
     train(compose_cfg(*FAST, "deterministic=true", output_dir=tmp_path))
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.utils.deterministic.fill_uninitialized_memory is False
+
+
+def test_bf16_where_it_would_be_emulated_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    train(compose_cfg(*FAST, "optimizer=adam", "steps=2", "precision=bf16-mixed", output_dir=tmp_path))
+    assert "bf16 is emulated and slower than fp32 here; precision=auto" in caplog.text
