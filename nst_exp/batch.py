@@ -28,6 +28,7 @@ from nst_exp.experiment import (ConfigError, build_callbacks, build_loggers, bui
                                 check_config)
 from nst_exp.images import init_image
 from nst_exp.io import read_json
+from nst_exp.loggers import wandb_run
 from nst_exp.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def train_batch(jobs: Sequence[Job]) -> list[dict[str, Any]]:
         for job in jobs:
             for logger in job.loggers:
                 logger.finalize(status)
-                experiment = getattr(logger, "experiment", None) if type(logger).__name__ == "WandbLogger" else None
-                if experiment is not None:
-                    experiment.finish(exit_code=0 if status == "success" else 1)
+            run = wandb_run(job.loggers)
+            if run is not None:
+                run.finish(exit_code=0 if status == "success" else 1)
     return [read_json(f"{cfg.paths.output_dir}/summary.json") for cfg in cfgs]

@@ -200,6 +200,8 @@ class BatchedLBFGS(LBFGS):
         if max_iter != 1:
             raise ValueError(f"optimizer.max_iter={max_iter}: batched L-BFGS runs one iteration per step")
         super().__init__(params, lr=1.0, max_iter=1, **kwargs)
+        if self.param_groups[0]["line_search_fn"] not in (None, "strong_wolfe"):
+            raise RuntimeError("only 'strong_wolfe' is supported")  # before any history is touched
         (param,) = self._params
         self.image_lr = per_image(lr, param.shape[0])
         self.histories = [ImageHistory() for _ in range(param.shape[0])]
@@ -224,8 +226,6 @@ class BatchedLBFGS(LBFGS):
             directions[i] = d
             if group["line_search_fn"] == "strong_wolfe":
                 searches[i] = strong_wolfe(t, d, f, g, gtd, max_ls=group["max_eval"] - 1)
-        if group["line_search_fn"] not in (None, "strong_wolfe"):
-            raise RuntimeError("only 'strong_wolfe' is supported")
         trials = {i: next(search) for i, search in searches.items()}
         while trials:
             for i, t in trials.items():

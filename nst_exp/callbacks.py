@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_exp.denoise import gaussian_denoise
 from nst_exp.images import save_image, to_pil
 from nst_exp.io import atomic_path, write_json
+from nst_exp.loggers import wandb_run
 from nst_exp.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,8 @@ class RunSummary(pl.Callback):
 
 def _wandb_run(trainer: pl.Trainer) -> dict[str, str | None] | None:
     """Where this job's W&B run is, so files on disk lead to it (and back)."""
-    for logger in trainer.loggers:
-        run = getattr(logger, "experiment", None) if type(logger).__name__ == "WandbLogger" else None
-        if run is not None:
-            return {"id": run.id, "group": run.group or None, "name": run.name, "dir": str(run.dir)}
-    return None
+    run = wandb_run(trainer.loggers)
+    return None if run is None else {"id": run.id, "group": run.group or None, "name": run.name, "dir": str(run.dir)}
 
 
 def _finite(value: float) -> float | None:

@@ -29,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_exp.callbacks import MetricsRecorder
 from nst_exp.experiment import ConfigError
 from nst_exp.io import atomic_path
+from nst_exp.loggers import wandb_run
 from nst_exp.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,14 @@ class Checkpointing(pl.Callback):
     # --- what goes into the checkpoint, and back -------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         generator = getattr(self._module.augment, "generator", None) if self._module else None
+        run = wandb_run(self._trainer.loggers) if self._trainer else None
         return {
             "fingerprint": self._fingerprint,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(),
             "augment_rng": generator.get_state() if generator is not None else None,
-            "wandb_id": _wandb_id(self._trainer),
+            "wandb_id": str(run.id) if run is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -210,10 +212,3 @@ class Checkpointing(pl.Callback):
             previous(signum, None)
         raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; "
                           f"{self.path} continues it")
-
-
-def _wandb_id(trainer: pl.Trainer | None) -> str | None:
-    for logger in trainer.loggers if trainer else []:
-        if type(logger).__name__ == "WandbLogger":
-            return str(logger.version)
-    return None

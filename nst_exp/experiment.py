@@ -11,11 +11,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nst_exp.features import VGG_CONFIGS, min_input_size, resolve_layer
+from nst_exp.features import POOLINGS, VGG_CONFIGS, min_input_size, resolve_layer
 from nst_exp.images import INIT_KINDS, init_image, load_pair
 from nst_exp.losses import DISTANCES, GRAM_NORMS, REDUCTIONS, normalise_weights
 from nst_exp.module import CLAMP_MODES, StyleTransferModule
-from nst_exp.speed import PRECISIONS
+from nst_exp.speed import PRECISIONS, native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def check_config(cfg: DictConfig) -> None:
     choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
                "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
                "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),
-               "model.pooling": (cfg.model.get("pooling", "max"), ("avg", "max"))}
+               "model.pooling": (cfg.model.get("pooling", "max"), POOLINGS)}
     for field, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
@@ -132,6 +132,9 @@ def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     """The Lightning Trainer; when it turns on deterministic algorithms, without the NaN fill.
 
+    Warns (once per run, also for a batch of jobs) when bf16 was asked for on a device that
+    would only emulate it.
+
     ``torch.use_deterministic_algorithms(True)`` also fills every new ``torch.empty`` tensor
     with NaN, so that a kernel reading memory it never wrote reads the same thing on each run.
     Every op of a step writes its whole output, so here the fill is pure cost (4 full-size
@@ -140,4 +143,8 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     """
     trainer = instantiate(trainer_cfg, **kwargs)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    device = trainer.strategy.root_device.type
+    if str(trainer.precision).startswith("bf16") and not native_bf16(device):
+        log.warning("precision=%s on a %s without bf16 arithmetic of its own: bf16 is emulated and slower "
+                    "than fp32 here; precision=auto picks what pays", trainer.precision, device.upper())
     return trainer

@@ -20,6 +20,7 @@ VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
               512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }  # fmt: skip
+POOLINGS = ("avg", "max")  # model.pooling: VGG's own max, or Gatys et al.'s average
 
 
 def layer_names(arch: str) -> list[str]:
@@ -88,8 +89,8 @@ class FrozenConv2d(nn.Module):
 
 def build_vgg_features(arch: str, pooling: str = "max", depth: int | None = None) -> nn.Sequential:
     """The ``features`` stack of torchvision's VGG, optionally only its first ``depth`` layers."""
-    if pooling not in ("max", "avg"):
-        raise ValueError(f"model.pooling={pooling!r} is not one of ['avg', 'max']")
+    if pooling not in POOLINGS:
+        raise ValueError(f"model.pooling={pooling!r} is not one of {list(POOLINGS)}")
     layers: list[nn.Module] = []
     channels = 3
     for item in _config(arch):

@@ -92,14 +92,18 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | No
     (``why`` says which layer needs it).
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
-    content_src = check_size(load_image(content, "pair.content"), "pair.content", content, min_edge, why)
-    content_img = check_size(fit_long_edge(content_src, image_size), "pair.content", content, min_edge, why,
-                             f" after resizing to image_size={image_size}")
-    style_edge = round(max(content_img.size) * (style_scale or 1.0))
-    style_src = check_size(load_image(style, "pair.style"), "pair.style", style, min_edge, why)
-    style_img = check_size(fit_long_edge(style_src, max(1, style_edge)), "pair.style", style, min_edge, why,
-                           f" after resizing to a {max(1, style_edge)} px long edge")
+    content_img = _load_resized(content, "pair.content", image_size, min_edge, why,
+                                f" after resizing to image_size={image_size}")
+    style_edge = max(1, round(max(content_img.size) * (style_scale or 1.0)))
+    style_img = _load_resized(style, "pair.style", style_edge, min_edge, why,
+                              f" after resizing to a {style_edge} px long edge")
     return to_tensor(content_img), to_tensor(style_img)
+
+
+def _load_resized(path: str, field: str, long_edge: int, min_edge: int, why: str, stage: str) -> Image.Image:
+    """``path`` read and resized to ``long_edge``, checked for ``min_edge`` before and after."""
+    source = check_size(load_image(path, field), field, path, min_edge, why)
+    return check_size(fit_long_edge(source, long_edge), field, path, min_edge, why, stage)
 
 
 def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,

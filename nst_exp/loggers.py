@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -53,6 +54,18 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
         log.warning("W&B logging disabled (%s: %s); local files are still written",
                     type(error).__name__, str(error).splitlines()[0] if str(error) else "")
         return None
+
+
+def wandb_run(loggers: Iterable[Logger]) -> Any | None:
+    """The W&B run behind the first WandbLogger in ``loggers``, or None.
+
+    Matched by class name, so callers need not import wandb's logger to look for it.
+    """
+    for logger in loggers:
+        run = getattr(logger, "experiment", None) if type(logger).__name__ == "WandbLogger" else None
+        if run is not None:
+            return run
+    return None
 
 
 def finish_wandb(failed: bool = False) -> None:

@@ -56,8 +56,8 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path) -> str:
-    """report.md: counts, the layout, both pictures and the table."""
+def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fixed: str) -> str:
+    """report.md: counts, the layout, both pictures and the table; ``fixed``: the shared overrides."""
     counts: dict[str, int] = {}
     for row in table:
         key = str(row["status"]).split(":")[0]
@@ -69,7 +69,7 @@ def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path) -> 
     lines = [
         f"# Sweep report: `{sweep_dir.name}`",
         "",
-        f"Fixed overrides: `{' '.join(f'{k}={v}' for k, v in common_overrides(grid.jobs).items()) or 'none'}`.",
+        f"Fixed overrides: `{fixed or 'none'}`.",
         "",
         f"{len(table)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".",
         f"Contact sheet {layout}. Full table: [report.csv](report.csv).",
@@ -104,5 +104,5 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     fixed = " ".join(f"{k}={v}" for k, v in common_overrides(jobs).items())
     save_image(contact_sheet(grid, title=f"{sweep_dir.name}: {fixed}".rstrip(": ")), paths["contact_sheet.png"])
     save_image(loss_plot(grid), paths["losses.png"])
-    write_text(paths["report.md"], to_markdown(table, grid, sweep_dir))
+    write_text(paths["report.md"], to_markdown(table, grid, sweep_dir, fixed))
     return paths

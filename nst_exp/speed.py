@@ -67,10 +67,6 @@ class SpeedUps(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module = trainer.lightning_module  # the module itself, also when a batch hands a job view
-        if str(trainer.precision).startswith("bf16") and not native_bf16(pl_module.device.type):
-            log.warning("precision=%s on a %s without bf16 arithmetic of its own: bf16 is emulated and "
-                        "slower than fp32 here; precision=auto picks what pays", trainer.precision,
-                        pl_module.device.type.upper())
         extractor = pl_module.extractor
         use_nhwc = self.channels_last is True or (self.channels_last == "auto" and pl_module.device.type == "cuda")
         if use_nhwc and not getattr(extractor, "channels_last", False):

@@ -85,7 +85,7 @@ class Grid:
         """Combinations of the column keys, in launch order."""
         combos: list[tuple[str, ...]] = []
         for job in self.jobs:
-            combo = tuple(job.overrides.get(k, "") for k in self.column_keys)
+            combo = self.column_of(job)
             if combo not in combos:
                 combos.append(combo)
         return combos or [()]
@@ -94,11 +94,14 @@ class Grid:
     def column_keys(self) -> list[str]:
         return self.keys[1:] if len(self.keys) >= 2 else list(self.keys)
 
+    def column_of(self, job: Job) -> tuple[str, ...]:
+        """The job's values of the column keys."""
+        return tuple(job.overrides.get(k, "") for k in self.column_keys)
+
     def cell(self, row: str | None, column: tuple[str, ...]) -> Job | None:
         """The job at (row, column), or None if the sweep has no such combination."""
         for job in self.jobs:
-            if (row is None or job.overrides.get(self.keys[0]) == row) and \
-                    tuple(job.overrides.get(k, "") for k in self.column_keys) == column:
+            if (row is None or job.overrides.get(self.keys[0]) == row) and self.column_of(job) == column:
                 return job
         return None
 
