@@ -9,25 +9,24 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from nst_exp import PROJECT_ROOT  # importing nst_exp registers the config resolvers
-from nst_exp.checkpoint import find_checkpoint
-from nst_exp.devices import pin_job
-from nst_exp.experiment import build_callbacks, build_loggers, build_module, build_trainer
-from nst_exp.io import read_json
-from nst_exp.loggers import finish_wandb
-from nst_exp.task import metric, task_wrapper
+from nst_exp.core.files import read_json
+from nst_exp.engine.loggers import finish_wandb
+from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
+from nst_exp.runtime.checkpoint import find_checkpoint
+from nst_exp.runtime.console import quiet_third_party
+from nst_exp.runtime.devices import pin_job
+from nst_exp.runtime.resolvers import register_resolvers
+from nst_exp.runtime.task import metric, task_wrapper
 
 log = logging.getLogger(__name__)
-# The frozen VGG is in eval mode on purpose; Lightning warns about any module that is.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning's own
+register_resolvers()  # before Hydra composes; launcher workers import this module too
+quiet_third_party()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -50,13 +49,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-# An absolute path: the console script `nst-train` has no calling file to be relative to.
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
+# The configs ship inside the package: an installed wheel finds them from any directory, and
+# `--config-dir DIR` adds a user's own directory in front of them.
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the metric an Optuna sweep minimises (NaN: the job failed).
 
     ``task_wrapper`` turns bad input into one line and exit status 2, and keeps a failed job
-    from stopping a multirun (see nst_exp/task.py).
+    from stopping a multirun (see nst_exp/runtime/task.py).
     """
     summary = task_wrapper(train)(cfg)
     return metric(summary, cfg.get("optimized_metric") or "final_loss")

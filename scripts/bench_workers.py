@@ -33,10 +33,13 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-import nst_exp  # noqa: E402,F401
-from nst_exp.features import layer_names  # noqa: E402
-from nst_exp.images import load_pair  # noqa: E402
-from nst_exp.weights import load_state_dict, make_preprocess  # noqa: E402
+from nst_exp import CONFIG_DIR  # noqa: E402
+from nst_exp.core.features import layer_names  # noqa: E402
+from nst_exp.core.images import load_pair  # noqa: E402
+from nst_exp.core.weights import load_state_dict, make_preprocess  # noqa: E402
+from nst_exp.runtime.resolvers import register_resolvers  # noqa: E402
+
+register_resolvers()
 
 
 def rss_mb() -> float:
@@ -47,7 +50,7 @@ def config(spec: dict, *extra: str) -> DictConfig:
     """The nst-exp job config every variant reads its objective from."""
     overrides = [f"image_size={spec['size']}", f"optimizer={spec['optimizer']}", f"model.weights={spec['weights']}",
                  f"steps={spec['steps']}", "snapshot_every=50", f"precision={spec.get('precision', '32-true')}", *extra]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
@@ -177,15 +180,15 @@ class StepTimer(pl.Callback):
         self.losses: list[Tensor] = []
         StepTimer.instance = self
 
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
         if self.profile_steps and trainer.global_step == self.profile_steps[0]:
             self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             self.profiler.start()
 
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         self.walls.append(time.perf_counter() - self.start)
         self.counts.append(StepTimer.evals)
         self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
@@ -195,12 +198,12 @@ class StepTimer(pl.Callback):
 
 def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
     """The framework as users run it, plus a timing callback and an evaluation counter."""
-    from nst_exp.module import StyleTransferModule
+    from nst_exp.engine.module import StyleTransferModule
     from nst_exp.train import train
 
     components = StyleTransferModule.components
 
-    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def counted(self, *args, **kwargs):
         StepTimer.evals += 1
         return components(self, *args, **kwargs)
 
@@ -215,8 +218,8 @@ def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
 
 def run_sweep(spec: dict) -> dict:
     """A sweep over ``style_weights``: one train() per value, or all values as one batch."""
-    from nst_exp.batch import Job, train_batch
-    from nst_exp.experiment import build_callbacks, build_loggers
+    from nst_exp.batched.batch import Job, train_batch
+    from nst_exp.runtime.build import build_callbacks, build_loggers
     from nst_exp.train import train
 
     start = time.perf_counter()

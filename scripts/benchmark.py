@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nst_exp.speed import native_bf16  # noqa: E402
+from nst_exp.engine.speed import native_bf16
 
 WORKER = Path(__file__).resolve().with_name("bench_workers.py")
 VARIANTS = ("bare", "naive", "nst-exp")
@@ -40,7 +40,7 @@ def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048,
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:  # noqa: ANN001
+def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nst_exp.report import ReportError, write_report
+from nst_exp.reporting.report import ReportError, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-import nst_exp  # noqa: F401 - registers resolvers
-from nst_exp import PROJECT_ROOT
+from nst_exp import CONFIG_DIR
+from nst_exp.runtime.console import quiet_third_party
+from nst_exp.runtime.resolvers import register_resolvers
 
-CONF_DIR = str(PROJECT_ROOT / "conf")
+register_resolvers()
+quiet_third_party()
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/ live here
+CONF_DIR = str(CONFIG_DIR)
 # Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it.
 FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none",
         "log_every=2", "snapshot_every=2"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from nst_exp.augment import NoAugment, RandomAffine, valid_crop
+from nst_exp.core.augment import NoAugment, RandomAffine, valid_crop
 
 
 def test_strength_zero_is_the_identity() -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, compose_cfg, run_cli
 from PIL import Image
 from test_train import check_job_dir, read_metrics
 
-from nst_exp.batch import Job, batch_key, train_batch
-from nst_exp.experiment import ConfigError, build_callbacks, build_loggers
+from conftest import FAST, compose_cfg, run_cli
+from nst_exp.batched.batch import Job, batch_key, train_batch
+from nst_exp.errors import ConfigError
+from nst_exp.runtime.build import build_callbacks, build_loggers
 from nst_exp.train import train
 
 STEPS = 8

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from nst_exp.batched_optim import BatchedAdam, BatchedLBFGS, strong_wolfe
+from nst_exp.batched.optim import BatchedAdam, BatchedLBFGS, strong_wolfe
 
 LBFGS_ARGS = {"max_iter": 1, "max_eval": 20, "history_size": 5, "line_search_fn": "strong_wolfe",
               "tolerance_grad": 0.0, "tolerance_change": 0.0}
@@ -68,7 +68,7 @@ def test_batched_lbfgs_fixed_step_and_per_image_lr(problem: tuple[Tensor, Tensor
     lrs = [0.05, 0.1, 0.2, 0.05]
     batched = run(x0, weights, lambda p: BatchedLBFGS(p, lr=lrs, **args), 6, per_image=True)
     for i, lr in enumerate(lrs):
-        alone = run(x0[i:i + 1], weights[i:i + 1], lambda p: torch.optim.LBFGS(p, lr=lr, **args), 6,
+        alone = run(x0[i:i + 1], weights[i:i + 1], lambda p, lr=lr: torch.optim.LBFGS(p, lr=lr, **args), 6,
                     per_image=False)
         torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-6, atol=1e-8)
 
@@ -78,7 +78,7 @@ def test_batched_adam_equals_torch_adam_per_image(problem: tuple[Tensor, Tensor]
     lrs = [0.01, 0.02, 0.05, 0.1]
     batched = run(x0, weights, lambda p: BatchedAdam(p, lr=lrs), 30, per_image=True)
     for i, lr in enumerate(lrs):
-        alone = run(x0[i:i + 1], weights[i:i + 1], lambda p: torch.optim.Adam(p, lr=lr), 30, per_image=False)
+        alone = run(x0[i:i + 1], weights[i:i + 1], lambda p, lr=lr: torch.optim.Adam(p, lr=lr), 30, per_image=False)
         torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-6, atol=1e-8)
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_exp import PROJECT_ROOT
-from nst_exp.experiment import build_module
+from conftest import PROJECT_ROOT
+from nst_exp.runtime.build import build_module
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-import bench_workers  # noqa: E402
+import bench_workers
 
 SPEC = {"size": 64, "optimizer": "adam", "weights": "random", "steps": 3}
 

@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, compose_cfg, run_cli
 from PIL import Image
 
-import nst_exp.task
+import nst_exp.runtime.task
 import nst_exp.train
-from nst_exp.callbacks import RunSummary
-from nst_exp.experiment import build_module
-from nst_exp.guards import DivergenceGuard
-from nst_exp.module import StyleTransferModule
-from nst_exp.task import EXIT_SIGINT, EXIT_SIGTERM, task_wrapper
+from conftest import FAST, compose_cfg, run_cli
+from nst_exp.engine.callbacks import RunSummary
+from nst_exp.engine.guards import DivergenceGuard
+from nst_exp.engine.module import StyleTransferModule
+from nst_exp.runtime.build import build_module
+from nst_exp.runtime.task import EXIT_SIGINT, EXIT_SIGTERM, task_wrapper
 from nst_exp.train import train
 
 # L-BFGS without a line search and a huge style weight: blows up at step 2 (random weights, seed 0).
@@ -47,7 +47,7 @@ def test_adam_nan_at_step_k_restores_the_best_image_and_stops(tmp_path: Path, mo
     k = 5
     original = StyleTransferModule._loss_and_grad
 
-    def poisoned(self: StyleTransferModule, optimizer, warp):  # noqa: ANN001, ANN202
+    def poisoned(self: StyleTransferModule, optimizer, warp):
         loss, parts = original(self, optimizer, warp)
         if self.trainer.global_step >= k:  # NaN loss and gradient from step k on
             self.image.grad.fill_(math.nan)
@@ -79,7 +79,7 @@ def test_batched_images_each_get_their_own_best(tmp_path: Path, monkeypatch: pyt
                                  functools.partial(torch.optim.Adam, lr=0.02), weights)
     original = StyleTransferModule._loss_and_grad
 
-    def poisoned(self: StyleTransferModule, optimizer, warp):  # noqa: ANN001, ANN202
+    def poisoned(self: StyleTransferModule, optimizer, warp):
         loss, parts = original(self, optimizer, warp)
         if self.trainer.global_step >= k:  # only image 1 goes NaN
             self.image.grad[1] = math.nan
@@ -140,7 +140,7 @@ def test_signal_mid_run_writes_the_latest_image_and_interrupted(tmp_path: Path, 
 
 def test_sigterm_before_training_is_an_interrupt_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Outside trainer.fit (loading images, weights) SIGTERM stops the job like Ctrl-C."""
-    def task(cfg):  # noqa: ANN001, ANN202
+    def task(cfg):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
         return {"status": "ok"}
@@ -174,19 +174,19 @@ def test_sweep_verdict_reads_the_job_summaries(tmp_path: Path) -> None:
         (tmp_path / job / ".hydra").mkdir(parents=True)
         if status:
             (tmp_path / job / "summary.json").write_text(json.dumps({"status": status}))
-    statuses = nst_exp.task.job_statuses(tmp_path)
+    statuses = nst_exp.runtime.task.job_statuses(tmp_path)
     assert statuses == {"0": "ok", "1": "diverged", "2": "failed: boom", "3": "no summary.json (the job crashed)"}
-    assert [job for job, status in statuses.items() if status not in nst_exp.task.DONE] == ["2", "3"]
+    assert [job for job, status in statuses.items() if status not in nst_exp.runtime.task.DONE] == ["2", "3"]
 
 
 def test_a_crashing_sweep_job_is_recorded_and_its_wandb_run_marked_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[bool] = []
-    for module in (nst_exp.train, nst_exp.task):
+    for module in (nst_exp.train, nst_exp.runtime.task):
         monkeypatch.setattr(module, "finish_wandb", lambda failed=False: calls.append(failed))
     cfg = compose_cfg(*FAST, "+optimizer.bogus=1", output_dir=tmp_path)  # TypeError inside fit: a "bug"
     assert task_wrapper(train, multirun=True)(cfg) is None  # no exception: the sweep goes on
-    assert math.isnan(nst_exp.task.metric(None, "final_loss"))  # what main returns: Optuna marks it failed
+    assert math.isnan(nst_exp.runtime.task.metric(None, "final_loss"))  # what main returns: Optuna marks it failed
     summary = summary_of(tmp_path)
     assert summary["status"].startswith("failed: TypeError") and "bogus" in summary["status"]
     assert calls and all(calls)

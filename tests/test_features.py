@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nst_exp.features import VGGFeatures, build_vgg_features, conv_indices, layer_names, resolve_layer
-from nst_exp.weights import ImageNetNormalize, random_state_dict
+from nst_exp.core.features import VGGFeatures, build_vgg_features, conv_indices, layer_names, resolve_layer
+from nst_exp.core.weights import ImageNetNormalize, random_state_dict
 
 
 def test_vgg19_names_match_torchvision_indices() -> None:
@@ -69,7 +69,9 @@ def test_forward_subset_stops_early_and_gradients_reach_the_image() -> None:
 
 def test_mismatched_weights_name_keys_and_shapes() -> None:
     state = random_state_dict("vgg16", 0)
-    with pytest.raises(ValueError, match=r"weights do not fit vgg19: missing features\.16\.weight.*features\.19\.weight has shape \(512, 512, 3, 3\), vgg19 needs \(512, 256, 3, 3\)"):
+    expected = (r"weights do not fit vgg19: missing features\.16\.weight.*"
+                r"features\.19\.weight has shape \(512, 512, 3, 3\), vgg19 needs \(512, 256, 3, 3\)")
+    with pytest.raises(ValueError, match=expected):
         VGGFeatures("vgg19", ["relu5_1"], state, ImageNetNormalize())
     with pytest.raises(ValueError, match=r"missing features\.0\.weight"):
         VGGFeatures("vgg19", ["relu1_1"], {}, ImageNetNormalize())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nst_exp.images import ImageError, fit_long_edge, init_image, load_image, load_pair, save_image, to_tensor
+from nst_exp.core.images import ImageError, fit_long_edge, init_image, load_image, load_pair, save_image, to_tensor
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I;16", "I", "F"])
@@ -89,6 +89,6 @@ def test_init_images() -> None:
     assert torch.equal(init_image("content", content, style, gen), content)
     assert init_image("style", content, style, gen).shape == content.shape
     noise = init_image("noise", content, style, gen)
-    assert noise.shape == content.shape and 0 <= noise.min() and noise.max() <= 1
+    assert noise.shape == content.shape and noise.min() >= 0 and noise.max() <= 1
     with pytest.raises(ValueError, match="init.kind='blank'"):
         init_image("blank", content, style, gen)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF_DIR, FAST, compose_cfg, run_cli
 
-from nst_exp import devices
+from conftest import CONF_DIR, FAST, compose_cfg, run_cli
+from nst_exp.runtime import devices
 
 TINY = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none", "snapshot_every=0",
         "trainer.enable_progress_bar=false"]
@@ -90,7 +90,7 @@ def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     lock_dir = tmp_path / ".slots"
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from nst_exp.devices import claim_slot; "
+                               "from nst_exp.runtime.devices import claim_slot; "
                                f"print(claim_slot(Path({str(lock_dir)!r}), 2), flush=True); sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -107,14 +107,15 @@ def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest
 
 def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sbatch script submitit writes from conf/hydra/launcher/slurm.yaml (no cluster here:
+    """The sbatch script submitit writes from nst_exp/conf/hydra/launcher/slurm.yaml (no cluster here:
     a dummy `srun` on PATH lets submitit build it; the keys are mapped as the plugin maps them)."""
     plugin("hydra_submitit_launcher")
     import submitit
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     (tmp_path / "srun").write_text("#!/bin/sh\n")
     (tmp_path / "srun").chmod(0o755)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nst_exp.losses import StyleTransferLoss, distance, gram_matrix, normalise_weights, tv_loss
+from nst_exp.core.losses import StyleTransferLoss, distance, gram_matrix, normalise_weights, tv_loss
 
 
 def hand_gram(features: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_cfg
 
-from nst_exp.denoise import gaussian_denoise
-from nst_exp.experiment import ConfigError, check_config
-from nst_exp.images import init_image, load_image, to_tensor
+from conftest import FAST, compose_cfg
+from nst_exp.core.denoise import gaussian_denoise
+from nst_exp.core.images import init_image, load_image, to_tensor
+from nst_exp.errors import ConfigError
+from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 

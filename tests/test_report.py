@@ -10,13 +10,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, run_cli
 from PIL import Image
 
-from nst_exp import PROJECT_ROOT
-from nst_exp.drawing import CELL, EMPTY, LABEL_WIDTH, PAD, cell_box, column_labels, contact_sheet, font, layout
-from nst_exp.report import OUTPUTS, ReportError, write_report
-from nst_exp.sweep import grid_of, load_jobs, planned_jobs
+from conftest import FAST, PROJECT_ROOT, run_cli
+from nst_exp.reporting.drawing import (
+    CELL,
+    EMPTY,
+    LABEL_WIDTH,
+    PAD,
+    cell_box,
+    column_labels,
+    contact_sheet,
+    font,
+    layout,
+)
+from nst_exp.reporting.multirun import grid_of, load_jobs, planned_jobs
+from nst_exp.reporting.report import OUTPUTS, ReportError, write_report
 
 
 def fake_sweep(root: Path, params: dict[str, str], finished: dict[int, str], task: list[str] = ()) -> Path:
@@ -38,7 +47,7 @@ def fake_sweep(root: Path, params: dict[str, str], finished: dict[int, str], tas
         (job / "summary.json").write_text(json.dumps({"status": status, "final_loss": 1.0 + num, "steps": 3}))
         if status == "ok" or status.startswith("failed"):  # RunSummary saves an image either way
             Image.new("RGB", (40, 30), (200, 40, 40)).save(job / "final.png")
-            (job / "metrics.csv").write_text("step,loss\n0,100\n1,10\n2,%d\n" % (num + 1))
+            (job / "metrics.csv").write_text(f"step,loss\n0,100\n1,10\n2,{num + 1}\n")
     return root
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from conftest import FAST, compose_cfg
 
-from nst_exp.checkpoint import CHECKPOINT_NAME
-from nst_exp.experiment import ConfigError
+from conftest import FAST, compose_cfg
+from nst_exp.errors import ConfigError
+from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
 from nst_exp.train import train
 
 # L-BFGS (history, line search) and fv augmentation (its own RNG) are the state that is
@@ -92,7 +92,7 @@ def test_ctrl_c_on_the_cli_checkpoints_and_resume_continues(tmp_path: Path) -> N
             "trainer.enable_progress_bar=false", f"hydra.run.dir={job}"]
     # A shell's background job inherits SIGINT ignored (and then a run rightly leaves it so):
     # give the child the default, as a terminal would.
-    log = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe: a full pipe would stall the run
+    log = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 - a file, not a pipe: a full pipe would stall the run
     proc = subprocess.Popen([*base, "steps=100000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_cfg
 
-from nst_exp.losses import gram_matrix
-from nst_exp.speed import SpeedUps, native_bf16, precision_for
+from conftest import FAST, compose_cfg
+from nst_exp.core.losses import gram_matrix
+from nst_exp.engine.speed import SpeedUps, native_bf16, precision_for
 from nst_exp.train import train
 
 
@@ -22,7 +22,7 @@ def test_gpu_trainer_precision_follows_the_optimizer(optimizer: str, precision: 
 
 def test_lbfgs_is_never_mixed_precision() -> None:
     assert precision_for("torch.optim.LBFGS", "16-mixed") == "32-true"
-    assert precision_for("nst_exp.batched_optim.BatchedLBFGS", "bf16-mixed") == "32-true"
+    assert precision_for("nst_exp.batched.optim.BatchedLBFGS", "bf16-mixed") == "32-true"
     assert precision_for("torch.optim.Adam", "16-mixed") == "16-mixed"
 
 

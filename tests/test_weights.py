@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_exp import weights as W
-from nst_exp.features import VGGFeatures, conv_indices
+from nst_exp.core import weights as W
+from nst_exp.core.features import VGGFeatures, conv_indices
 
 # Published MatConvNet values for conv1_1 (see data/weights notes in the README).
 CONV1_1_BIAS = [

@@ -3,7 +3,7 @@
     python -m nst_exp.train -m style_weight=1e4,3e4,1e5,3e5 hydra/launcher=batched
 
 Jobs are grouped by everything in their config except the batchable keys
-(``nst_exp.batch.BATCHABLE``); each group of up to ``max_batch`` jobs is optimised together.
+(``nst_exp.batched.batch.BATCHABLE``); each group of up to ``max_batch`` jobs is optimised together.
 Every job still goes through Hydra's ``run_job`` (its dir, ``.hydra/`` files, Hydra callbacks,
 job logging), but with a task that only builds its callbacks and loggers in its own Hydra
 context; the batch trains afterwards and fills in each job's return value. A job alone in
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class BatchedLauncher(Launcher):
-    """Run batchable jobs as batches (nst_exp.batch), the rest one after another."""
+    """Run batchable jobs as batches (nst_exp.batched.batch), the rest one after another."""
 
     def __init__(self, max_batch: int = 8) -> None:
         super().__init__()
@@ -69,7 +69,7 @@ class BatchedLauncher(Launcher):
 
     def _groups(self, configs: list[DictConfig]) -> list[list[int]]:
         """Job indices grouped by batch key, groups in order of their first job."""
-        from nst_exp.batch import batch_key
+        from nst_exp.batched.batch import batch_key
 
         groups: dict[str, list[int]] = {}
         saved = HydraConfig.instance().cfg
@@ -82,7 +82,7 @@ class BatchedLauncher(Launcher):
                 del probe["hydra"]
             try:
                 key = batch_key(probe)
-            except Exception:  # noqa: BLE001 - an unresolvable config fails in its own job, alone
+            except Exception:
                 key = f"unbatchable-{index}"
             groups.setdefault(key, []).append(index)
         HydraConfig.instance().cfg = saved
@@ -95,8 +95,8 @@ class BatchedLauncher(Launcher):
 
     def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
         """Set up each job in its own Hydra context, then train them all as one batch."""
-        from nst_exp.batch import Job, prepare_job, train_batch
-        from nst_exp.task import record_failure, task_wrapper
+        from nst_exp.batched.batch import Job, prepare_job, train_batch
+        from nst_exp.runtime.task import record_failure, task_wrapper
 
         jobs: dict[int, Job] = {}
         # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
@@ -110,7 +110,7 @@ class BatchedLauncher(Launcher):
             summaries = train_batch([jobs[n] for n in ready])
             for n, summary in zip(ready, summaries):
                 returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
-        except Exception as error:  # noqa: BLE001 - every job of the batch failed the same way
+        except Exception as error:
             log.error("Batch failed: %s: %s", type(error).__name__, error)
             for n in ready:
                 returns[n].status, returns[n].return_value = JobStatus.FAILED, error

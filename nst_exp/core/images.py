@@ -1,0 +1,136 @@
+"""Image I/O: any file Pillow reads -> upright RGB tensor in [0, 1]; atomic PNG writes."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from nst_exp.core.files import atomic_path
+from nst_exp.errors import ImageError
+
+
+def load_image(path: str | Path, field: str) -> Image.Image:
+    """Open ``path`` as upright 8-bit RGB, or raise ImageError naming ``field``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ImageError(f"{field}={str(path)!r}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{field}={str(path)!r}: is a directory, expected an image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; max_image_pixels is a limit.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageError(f"{field}={str(path)!r}: {pixels.group(1) if pixels else 'its'} pixels exceed "
+                         f"max_image_pixels={Image.MAX_IMAGE_PIXELS} (Pillow's decompression-bomb guard); "
+                         "raise it, or set max_image_pixels=null to allow any size") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{field}={str(path)!r}: not a readable image ({error})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: alpha over white, 16-bit/float scaled to 8 bits."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def fit_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
+    """Resize so the longer side is ``long_edge`` px, keeping the aspect ratio."""
+    w, h = img.size
+    scale = long_edge / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> Tensor:
+    """PIL RGB -> (1, 3, H, W) float32 in [0, 1], contiguous."""
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor -> PIL RGB, clamped to [0, 1] and rounded."""
+    array = image.detach().float().squeeze(0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+    return Image.fromarray(array.cpu().numpy(), "RGB")
+
+
+def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
+    """Write a PNG atomically: a crash never leaves a truncated file at ``path``."""
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG")
+    return Path(path)
+
+
+def load_pair(content: str, style: str, image_size: int, style_scale: float | None = None,
+              max_pixels: int | None = Image.MAX_IMAGE_PIXELS, min_edge: int = 1,
+              why: str = "") -> tuple[Tensor, Tensor]:
+    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``.
+
+    Both images, as read and as resized, must have a short edge of at least ``min_edge`` px
+    (``why`` says which layer needs it).
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    content_img = _load_resized(content, "pair.content", image_size, min_edge, why,
+                                f" after resizing to image_size={image_size}")
+    style_edge = max(1, round(max(content_img.size) * (style_scale or 1.0)))
+    style_img = _load_resized(style, "pair.style", style_edge, min_edge, why,
+                              f" after resizing to a {style_edge} px long edge")
+    return to_tensor(content_img), to_tensor(style_img)
+
+
+def _load_resized(path: str, field: str, long_edge: int, min_edge: int, why: str, stage: str) -> Image.Image:
+    """``path`` read and resized to ``long_edge``, checked for ``min_edge`` before and after."""
+    source = check_size(load_image(path, field), field, path, min_edge, why)
+    return check_size(fit_long_edge(source, long_edge), field, path, min_edge, why, stage)
+
+
+def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,
+               stage: str = "") -> Image.Image:
+    """``img`` if both its sides are at least ``min_edge`` px, else an ImageError that says so."""
+    if min(img.size) < min_edge:
+        raise ImageError(f"{field}={str(path)!r}: {img.size[0]}x{img.size[1]} px{stage} is too small; "
+                         f"at least {min_edge}x{min_edge} px needed{why}")
+    return img
+
+
+INIT_KINDS = ("content", "gray", "noise", "style")
+
+
+def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
+               noise: float = 0.0) -> Tensor:
+    """Starting image: ``content``, ``style`` (resized to the content), ``gray`` or uniform ``noise``.
+
+    For content/style/gray, ``noise`` in [0, 1] blends in that fraction of uniform noise.
+    """
+    random = torch.rand(content.shape, generator=generator)
+    if kind == "noise":
+        return random
+    if kind == "content":
+        base = content
+    elif kind == "gray":  # low-amplitude noise around mid-gray (jcjohnson's "-init random")
+        base = torch.full_like(content, 0.5)
+    elif kind == "style":
+        base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
+                                               antialias=True, align_corners=False)
+    else:
+        raise ValueError(f"init.kind={kind!r} is not one of {list(INIT_KINDS)}")
+    return ((1 - noise) * base + noise * random).clamp(0, 1).contiguous()

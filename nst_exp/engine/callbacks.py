@@ -1,0 +1,203 @@
+"""Callbacks that turn a run into files: metrics.csv, snapshots, final.png, summary.json.
+
+None of them synchronise with the device on every step: losses stay on the device as
+detached tensors and are copied to the host in one go every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from nst_exp.core.denoise import gaussian_denoise
+from nst_exp.core.files import atomic_path, write_json
+from nst_exp.core.images import save_image, to_pil
+from nst_exp.engine.loggers import wandb_run
+from nst_exp.engine.module import StyleTransferModule
+
+log = logging.getLogger(__name__)
+METRIC_KEYS = ("loss", "content_loss", "style_loss", "tv_loss")
+CSV_FIELDS = ("step",) + METRIC_KEYS + ("wall_time_s",)
+
+
+class MetricsRecorder(pl.Callback):
+    """Every step's losses into ``metrics.csv`` and the Lightning loggers (``train/<key>``).
+
+    The CSV is rewritten atomically at each flush, so it is always complete and readable.
+    """
+
+    def __init__(self, output_dir: str, every_n_steps: int = 10) -> None:
+        self.path = Path(output_dir) / "metrics.csv"
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.rows: list[dict[str, float]] = []
+        self._pending: list[tuple[int, float, torch.Tensor]] = []
+        self._start = 0.0
+        self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far (flushed by whoever checkpoints): a resumed run rewrites the CSV from them."""
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]
+        self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter() - self._resumed_wall
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        parts = pl_module.last_components
+        if not parts:
+            return
+        stacked = torch.stack([parts[key].sum() for key in METRIC_KEYS])
+        self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, stacked))
+        if trainer.global_step % self.every_n_steps == 0:
+            self.flush(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.flush(trainer)
+
+    def flush(self, trainer: pl.Trainer) -> None:
+        """Move pending values to the host in one copy, append to the CSV, send to loggers."""
+        if not self._pending:
+            return
+        values = torch.stack([v for _, _, v in self._pending]).cpu().tolist()
+        new_rows = [{"step": step, **dict(zip(METRIC_KEYS, vals)), "wall_time_s": round(wall, 4)}
+                    for (step, wall, _), vals in zip(self._pending, values)]
+        self._pending.clear()
+        self.rows += new_rows
+        self._write_csv()
+        for row in new_rows:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"train/{k}": row[k] for k in METRIC_KEYS}, step=int(row["step"]))
+        last = new_rows[-1]
+        log.info("step %d  loss %.4g  content %.4g  style %.4g  tv %.4g", last["step"], last["loss"],
+                 last["content_loss"], last["style_loss"], last["tv_loss"])
+
+    def _write_csv(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(buffer.getvalue())
+
+
+class Snapshots(pl.Callback):
+    """Save ``snapshots/step_XXXXXX.png`` every N steps and send it to loggers that take images."""
+
+    def __init__(self, output_dir: str, every_n_steps: int = 50) -> None:
+        self.dir = Path(output_dir) / "snapshots"
+        self.every_n_steps = int(every_n_steps)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, pl_module, trainer.global_step)
+
+    def save(self, trainer: pl.Trainer, pl_module: StyleTransferModule, step: int) -> None:
+        for index, image in enumerate(pl_module.image.detach()):
+            suffix = f"_{index}" if pl_module.image.shape[0] > 1 else ""
+            pil = to_pil(image)
+            save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key="image", images=[pil], step=step)
+
+
+class RunSummary(pl.Callback):
+    """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
+
+    ``denoise`` (0..1) smooths final.png only; the losses are those of the optimised image.
+    Other callbacks may set ``status`` (e.g. ``diverged``) and add keys to summary.json through
+    a ``summary_fields()`` method.
+    """
+
+    def __init__(self, output_dir: str, denoise: float = 0.0) -> None:
+        self.output_dir = Path(output_dir)
+        self.denoise = float(denoise)
+        self.status = "running"
+        self._start = self._train_start = time.perf_counter()
+        self._train_end: float | None = None
+        self._before = {"wall_time_s": 0.0, "train_time_s": 0.0}  # spent before a resume
+
+    def state_dict(self) -> dict[str, float]:
+        """Time spent so far, so a resumed run reports totals (checkpointed with the run)."""
+        now = time.perf_counter()
+        return {"wall_time_s": self._before["wall_time_s"] + now - self._start,
+                "train_time_s": self._before["train_time_s"] + now - self._train_start}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self._before = {key: float(state.get(key, 0.0)) for key in self._before}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_start = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        self._train_end = time.perf_counter()
+        self.status = "ok" if self.status == "running" else self.status
+        self.write(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: StyleTransferModule, exception: BaseException) -> None:
+        self._train_end = time.perf_counter()
+        if self.status in ("running", "ok"):
+            # Ctrl-C raises KeyboardInterrupt mid-step; Lightning turns SIGTERM into
+            # SIGTERMException after the step.
+            self.status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else \
+                f"failed: {type(exception).__name__}: {exception}".splitlines()[0]
+        self.write(trainer, pl_module)
+
+    def write(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> dict[str, Any]:
+        """Save the current image and the summary; returns the summary."""
+        final = save_image(gaussian_denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise),
+                           self.output_dir / "final.png")
+        losses = pl_module.evaluate()
+        steps = trainer.global_step
+        train_time = self._before["train_time_s"] + (self._train_end or time.perf_counter()) - self._train_start
+        summary = {
+            "status": self.status,
+            "final_loss": _finite(losses["loss"]),
+            "content_loss": _finite(losses["content_loss"]),
+            "style_loss": _finite(losses["style_loss"]),
+            "tv_loss": _finite(losses["tv_loss"]),
+            "steps": steps,
+            "wall_time_s": round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
+            "train_time_s": round(train_time, 3),
+            "ms_per_step": round(1000 * train_time / steps, 2) if steps else None,
+            "precision": str(trainer.precision),  # the steps' arithmetic; final_loss is always fp32
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            "image": str(final.resolve()),
+            "image_size": list(pl_module.image.shape[-2:]),
+            "wandb": _wandb_run(trainer),
+        }
+        for callback in trainer.callbacks:
+            summary.update(callback.summary_fields() if hasattr(callback, "summary_fields") else {})
+        write_json(self.output_dir / "summary.json", summary)
+        return summary
+
+
+def _wandb_run(trainer: pl.Trainer) -> dict[str, str | None] | None:
+    """Where this job's W&B run is, so files on disk lead to it (and back)."""
+    run = wandb_run(trainer.loggers)
+    return None if run is None else {"id": run.id, "group": run.group or None, "name": run.name, "dir": str(run.dir)}
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: non-finite losses are written as null (status says why)."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,141 @@
+"""Divergence guard: a NaN/Inf or exploding loss sends the run back to its best image.
+
+L-BFGS without a line search, a large Adam lr or extreme loss weights can blow a run up: the
+loss turns NaN/Inf or jumps by orders of magnitude, and every later step is garbage. The guard
+keeps the best image seen so far on the device, and on divergence either restarts from it with
+a lower lr (``restarts`` times) or stops the run there, with ``status: diverged`` and the step
+in summary.json, so the run ends cleanly with its best result instead of a black image.
+
+Cost: the bookkeeping is a few device ops per step (compare, ``torch.where`` over one image)
+and never waits for the device. Reading the verdict is the only sync: every step for L-BFGS,
+which syncs on every step anyway (its line search reads the loss), and for Adam only at the
+metrics flush (``check_every = log_every``), where MetricsRecorder syncs already.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.optim import LBFGS
+
+from nst_exp.engine.callbacks import RunSummary
+from nst_exp.engine.module import StyleTransferModule
+from nst_exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceGuard(pl.Callback):
+    """Detect a non-finite or exploding loss; restore the best image; restart or stop.
+
+    :param explode_factor: a loss above ``explode_factor`` times the best so far is divergence
+        (null: only NaN/Inf count).
+    :param restarts: how many times to restart from the best image with ``lr * lr_factor``
+        before giving up and stopping the run.
+    :param lr_factor: the learning-rate multiplier at each restart.
+    :param check_every: steps between verdicts for first-order optimisers (L-BFGS: every step).
+    """
+
+    def __init__(self, explode_factor: float | None = 1e3, restarts: int = 0, lr_factor: float = 0.1,
+                 check_every: int = 10) -> None:
+        if explode_factor is not None and not explode_factor > 1:
+            raise ConfigError(f"callbacks.divergence.explode_factor={explode_factor!r}: must be > 1 or null")
+        if not isinstance(restarts, int) or restarts < 0:
+            raise ConfigError(f"callbacks.divergence.restarts={restarts!r}: must be an integer >= 0")
+        if not 0 < lr_factor < 1:
+            raise ConfigError(f"callbacks.divergence.lr_factor={lr_factor!r}: must be in (0, 1)")
+        self.explode_factor = explode_factor
+        self.restarts = restarts
+        self.lr_factor = lr_factor
+        self.check_every = max(1, int(check_every))
+        self.events: list[dict[str, Any]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        image = pl_module.image.detach()
+        device = image.device
+        batch = image.shape[0]  # per-image state: a batch may hold several sweep jobs
+        self._start = image.clone()  # the images the current step starts from
+        self._best = image.clone()
+        self._best_loss = torch.full((batch,), math.inf, device=device)
+        self._best_step = torch.zeros(batch, dtype=torch.long, device=device)
+        self._bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)  # first unhandled bad step
+        self._bad_loss = torch.full((batch,), math.nan, device=device)
+        self._restarts_left = self.restarts
+        self.events = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        self._start.copy_(pl_module.image.detach())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        loss = pl_module.last_components.get("loss")
+        if loss is None:
+            return
+        self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
+        every = 1 if isinstance(trainer.optimizers[0], LBFGS) else self.check_every
+        if trainer.global_step % every == 0 and int(self._bad_step.max()) >= 0:  # the one sync
+            self._recover(trainer, pl_module, final=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        """Catch a divergence since the last verdict (runs before RunSummary writes)."""
+        if hasattr(self, "_bad_step") and int(self._bad_step.max()) >= 0:
+            self._recover(trainer, pl_module, final=True)
+
+    def _track(self, loss: torch.Tensor, step: int) -> None:
+        """Update best/first-bad on the device: no host round trip."""
+        bad = ~torch.isfinite(loss)
+        if self.explode_factor is not None:
+            bad |= (self._best_loss > 0) & (loss > self.explode_factor * self._best_loss)
+        first = bad & (self._bad_step < 0)
+        self._bad_step = torch.where(first, step, self._bad_step)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        better = ~bad & (loss < self._best_loss)
+        self._best.copy_(torch.where(better.view(-1, 1, 1, 1), self._start, self._best))
+        self._best_loss = torch.where(better, loss, self._best_loss)
+        self._best_step = torch.where(better, step, self._best_step)
+
+    def _recover(self, trainer: pl.Trainer, pl_module: StyleTransferModule, final: bool) -> None:
+        """Put the best image back, then restart with a lower lr or stop the run."""
+        bad = self._bad_step >= 0
+        event: dict[str, Any] = {"step": int(self._bad_step[bad].min()), "loss": _values(self._bad_loss[bad]),
+                                 "best_step": _values(self._best_step), "best_loss": _values(self._best_loss)}
+        if len(bad) > 1:
+            event["images"] = bad.nonzero().flatten().tolist()
+        with torch.no_grad():
+            pl_module.image.copy_(self._best)
+        optimizer = trainer.optimizers[0]
+        optimizer.state.clear()  # L-BFGS history / Adam moments hold the diverged values
+        restart = not final and self._restarts_left > 0
+        if restart:
+            self._restarts_left -= 1
+            for group in optimizer.param_groups:
+                group["lr"] *= self.lr_factor
+            event["action"] = f"restart with lr={optimizer.param_groups[0]['lr']:.3g}"
+        else:
+            event["action"] = "stop"
+            trainer.should_stop = True
+        self._bad_step = torch.full_like(self._bad_step, -1)
+        self.events.append(event)
+        log.warning("Diverged at step %d (loss %s; best %s at step %s): restored the best image, %s",
+                    event["step"], event["loss"], event["best_loss"], event["best_step"], event["action"])
+        summary = next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), None)
+        if summary is not None and not restart:
+            summary.status = "diverged"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """summary.json keys: every divergence, and the step of the one that stopped the run."""
+        if not self.events:
+            return {}
+        fields: dict[str, Any] = {"divergences": list(self.events)}
+        if self.events[-1]["action"] == "stop":
+            fields["diverged_at_step"] = self.events[-1]["step"]
+        return fields
+
+
+def _values(tensor: torch.Tensor) -> Any:
+    """Per-image values for JSON: a scalar for one image, NaN/Inf as strings (JSON has none)."""
+    values = [v if not isinstance(v, float) or math.isfinite(v) else str(v) for v in tensor.tolist()]
+    return values[0] if len(values) == 1 else values

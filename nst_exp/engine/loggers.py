@@ -1,0 +1,79 @@
+"""Experiment loggers: W&B (offline by default) named and grouped after the Hydra job."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from pytorch_lightning.loggers import Logger
+
+log = logging.getLogger(__name__)
+
+
+def job_identity() -> tuple[str | None, str | None]:
+    """(group, name) for the current Hydra job: a multirun's jobs share its sweep id as group."""
+    if not HydraConfig.initialized():
+        return None, None
+    hydra = HydraConfig.get()
+    name = hydra.job.override_dirname or None
+    if hydra.mode != RunMode.MULTIRUN:
+        return None, name
+    sweep = Path(hydra.sweep.dir)
+    group = "-".join(sweep.parts[-2:])  # e.g. 2026-11-23-15-30-00_123456
+    return group, f"{hydra.job.num}:{name}" if name else str(hydra.job.num)
+
+
+def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = None,
+                 run_config: dict[str, Any] | None = None, tags: list[str] | None = None,
+                 group: str | None = None, name: str | None = None, id: str | None = None,
+                 reinit: str = "finish_previous") -> Logger | None:
+    """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
+
+    W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
+    it is logged as a warning and the run goes on with its local files only. ``id`` continues
+    an existing run (a resumed job), else W&B makes a new one. A batched sweep
+    (nst_exp/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
+    """
+    mode = mode or os.environ.get("WANDB_MODE", "offline")
+    default_group, default_name = job_identity()
+    try:
+        from pytorch_lightning.loggers import WandbLogger
+
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, config=run_config,
+                             tags=list(tags or []), group=group or default_group,
+                             name=name or default_name, id=id, reinit=reinit)
+        _ = logger.experiment  # start the run now, so failures surface here
+        return logger
+    except Exception as error:
+        log.warning("W&B logging disabled (%s: %s); local files are still written",
+                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return None
+
+
+def wandb_run(loggers: Iterable[Logger]) -> Any | None:
+    """The W&B run behind the first WandbLogger in ``loggers``, or None.
+
+    Matched by class name, so callers need not import wandb's logger to look for it.
+    """
+    for logger in loggers:
+        run = getattr(logger, "experiment", None) if type(logger).__name__ == "WandbLogger" else None
+        if run is not None:
+            return run
+    return None
+
+
+def finish_wandb(failed: bool = False) -> None:
+    """Close the W&B run, if any, so the next multirun job starts a fresh one."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+    except Exception as error:
+        log.warning("wandb.finish failed: %s", error)

@@ -1,0 +1,1 @@
+"""Read a finished (or running) multirun from its files and report on it."""

@@ -1,0 +1,90 @@
+"""Build the parts of one run from a composed config: module, callbacks, loggers, trainer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nst_exp.core.features import min_input_size
+from nst_exp.core.images import init_image, load_pair
+from nst_exp.core.layers import layer_weights
+from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.speed import native_bf16
+from nst_exp.errors import ConfigError
+from nst_exp.runtime.validate import check_config
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> StyleTransferModule:
+    """Load images and weights, and assemble the LightningModule described by ``cfg``."""
+    check_config(cfg)
+    arch = cfg.model.arch
+    content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content")
+    style_layers = layer_weights(arch, list(cfg.layers.style), cfg.layers.get("style_weights"), "layers.style")
+    if not content_layers and not style_layers:
+        raise ConfigError("layers.content=[] and layers.style=[]: both empty, nothing to optimise")
+    min_edge, deepest = min_input_size(arch, [*content_layers, *style_layers])
+    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size, cfg.get("style_scale"),
+                               cfg.get("max_image_pixels", 89_478_485), min_edge,
+                               f" for layer {deepest} of {arch} (each pooling before it halves the size)")
+    log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
+    extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    image = init_image(cfg.init.kind, content, style, generator, cfg.init.get("noise", 0.0))
+    weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
+    return StyleTransferModule(
+        image=image, content=content, style=style, extractor=extractor,
+        content_layers=content_layers, style_layers=style_layers,
+        optimizer=instantiate(cfg.optimizer), weights=weights,
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every ``_target_`` entry of ``cfg.callbacks``, in order."""
+    return [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values()
+            if entry is not None and "_target_" in entry]
+
+
+def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
+    """Every ``_target_`` entry of ``cfg.logger``; a logger that could not start is skipped.
+
+    Entries with a ``run_config`` key get the whole resolved run config (W&B shows it per run).
+    """
+    loggers = []
+    for name, entry in (cfg.get("logger") or {}).items():
+        if entry is not None and "_target_" in entry:
+            log.info("Instantiating logger <%s>", name)
+            extra = {"run_config": OmegaConf.to_container(cfg, resolve=True)} if "run_config" in entry else {}
+            logger = instantiate(entry, _partial_=True)(**extra)
+            if logger is not None:
+                loggers.append(logger)
+    return loggers
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer; when it turns on deterministic algorithms, without the NaN fill.
+
+    Warns (once per run, also for a batch of jobs) when bf16 was asked for on a device that
+    would only emulate it.
+
+    ``torch.use_deterministic_algorithms(True)`` also fills every new ``torch.empty`` tensor
+    with NaN, so that a kernel reading memory it never wrote reads the same thing on each run.
+    Every op of a step writes its whole output, so here the fill is pure cost (4 full-size
+    64-channel maps per step, 3% of a 512 px step); kernel choice, i.e. determinism, is
+    unchanged (tests/test_faults.py and test_resume.py rerun and resume bit-for-bit).
+    """
+    trainer = instantiate(trainer_cfg, **kwargs)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    device = trainer.strategy.root_device.type
+    if str(trainer.precision).startswith("bf16") and not native_bf16(device):
+        log.warning("precision=%s on a %s without bf16 arithmetic of its own: bf16 is emulated and slower "
+                    "than fp32 here; precision=auto picks what pays", trainer.precision, device.upper())
+    return trainer

@@ -1,0 +1,240 @@
+"""Run a job so that its failures are clear, recorded and contained (LHT's ``task_wrapper``).
+
+- A user error (bad path, value, image or weights file) prints one line on stderr,
+  ``error: <field>=<value>: <what is wrong>``, and exits with status 2: no traceback.
+  The job dir then holds only a complete summary.json with ``status: failed: <that line>``
+  (plus Hydra's .hydra/ and train.log): no images, no metrics.
+- In a multirun a failing job (user error or bug) is recorded the same way (a bug keeps its
+  traceback in the job's train.log), its W&B run is marked failed, it returns NaN (Optuna
+  marks the trial failed) and the sweep goes on; ``SweepOutcome`` makes the sweep exit 1.
+- Ctrl-C or SIGTERM at any time: summary.json says ``interrupted`` (with final.png if the
+  optimisation had started), exit status 130 (SIGINT) or 143 (SIGTERM). During training
+  both let the current step finish, so final.png is a real iterate; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from nst_exp.core.files import read_json, write_json
+from nst_exp.engine.loggers import finish_wandb
+from nst_exp.errors import OutputDirError, UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EXIT_USER_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error``, also through Hydra's InstantiationException wrapper."""
+    while error is not None:
+        if isinstance(error, UserError):
+            return error
+        error = error.__cause__  # type: ignore[assignment]
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (Pillow and torch messages may span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def check_writable(path: str | Path, field: str) -> None:
+    """Raise OutputDirError unless ``path`` exists or can be created, and a file can be written there.
+
+    Nothing is created: the nearest existing ancestor is probed with a temp file that is
+    deleted at once. (A permission check alone would pass for root.)
+    """
+    probe = Path(path).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputDirError(f"{field}={str(path)!r}: cannot create it, {probe} is a file")
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as error:
+        raise OutputDirError(f"{field}={str(path)!r}: not writable ({error.strerror or error})") from None
+
+
+def report(message: str) -> None:
+    """``error: <message>`` on stderr, and into the job's log file (not the console twice)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
+
+
+def record_failure(cfg: DictConfig, status: str, since: float = 0.0) -> None:
+    """Write a complete summary.json for a job that ended before RunSummary could write one.
+
+    A summary written since ``since`` (by RunSummary: final.png, losses) is kept; an older one
+    is from an earlier run in a reused dir and is replaced.
+    """
+    try:
+        path = Path(cfg.paths.output_dir) / "summary.json"
+        if not path.exists() or path.stat().st_mtime < since:
+            write_json(path, {"status": status, "final_loss": None, "steps": 0, "image": None})
+    except Exception as error:
+        log.warning("could not write summary.json (%s)", one_line(error))
+
+
+_SIGTERM_SEEN, _SIGINT_SEEN = threading.Event(), threading.Event()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Outside ``trainer.fit`` stop like Ctrl-C; inside, Lightning's handler (which chains this
+    one) lets the current step finish and raises SIGTERMException, so just note the signal."""
+    if not _SIGINT_SEEN.is_set():
+        _SIGTERM_SEEN.set()
+    if not _in_fit():
+        raise KeyboardInterrupt
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C during ``trainer.fit`` stops after the current step, as SIGTERM does
+    (an L-BFGS step interrupted in its line search would leave a trial image); a second one,
+    or one outside fit, stops at once."""
+    if _SIGINT_SEEN.is_set() or not _in_fit():
+        _SIGINT_SEEN.set()
+        raise KeyboardInterrupt
+    _SIGINT_SEEN.set()
+    print("Ctrl-C: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # Lightning's connector: SIGTERMException after the step
+
+
+def _in_fit() -> bool:
+    """Lightning replaces our SIGTERM handler (and chains it) while ``trainer.fit`` runs."""
+    return signal.getsignal(signal.SIGTERM) is not _on_sigterm
+
+
+def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) -> Callable[[DictConfig], T | None]:
+    """Wrap ``task(cfg)`` with the failure contract above; ``multirun`` defaults to Hydra's mode."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> T | None:
+        sweeping = _is_multirun() if multirun is None else multirun
+        main_thread = threading.current_thread() is threading.main_thread()
+        handlers = {signal.SIGTERM: _on_sigterm}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup, &)
+            handlers[signal.SIGINT] = _on_sigint
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()} if main_thread else {}
+        _SIGTERM_SEEN.clear()
+        _SIGINT_SEEN.clear()
+        started = time.time()
+        try:
+            check_writable(cfg.paths.output_dir, "paths.output_dir")
+            return task(cfg)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            code = _interrupt_code(stop)
+            if code is None:
+                raise
+            record_failure(cfg, "interrupted", started)
+            finish_wandb(failed=True)
+            report("interrupted" + (" by SIGTERM" if code == EXIT_SIGTERM else ""))
+            raise SystemExit(code) from None
+        except Exception as error:
+            known = user_error(error)
+            message = one_line(known) if known else f"{type(error).__name__}: {one_line(error)}"
+            if not isinstance(known, OutputDirError):
+                record_failure(cfg, f"failed: {message}", started)
+            finish_wandb(failed=True)
+            if known is None and not sweeping:
+                raise  # a bug: keep the traceback
+            if known is None:
+                log.exception("job failed; the sweep goes on")
+            report(message)
+            if not sweeping:
+                raise SystemExit(EXIT_USER_ERROR) from None
+            return None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    return wrapped
+
+
+def _interrupt_code(stop: BaseException) -> int | None:
+    """130/143 for Ctrl-C/SIGTERM (Lightning turns Ctrl-C during fit into ``sys.exit(1)``)."""
+    if _SIGINT_SEEN.is_set():
+        return EXIT_SIGINT
+    if isinstance(stop, SIGTERMException) or _SIGTERM_SEEN.is_set():
+        return EXIT_SIGTERM
+    if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
+        return EXIT_SIGINT
+    return None
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def metric(summary: dict[str, Any] | None, key: str) -> float:
+    """The value an Optuna sweep minimises; NaN (a failed trial) when the job failed."""
+    value = (summary or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+class SweepOutcome(Callback):
+    """Hydra callback: check the output dir before any job; fail the multirun if a job failed.
+
+    Jobs are judged by their summary.json, so the verdict holds for any launcher (jobs may run
+    in other processes). A ``diverged`` job ended cleanly with its best image: it counts as done.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_or_exit(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_or_exit(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        statuses = job_statuses(Path(config.hydra.sweep.dir))
+        failed = {job: status for job, status in statuses.items() if status not in DONE}
+        if failed:
+            shown = "; ".join(f"job {job}: {status}" for job, status in sorted(failed.items()))
+            report(f"{len(failed)} of {len(statuses)} jobs failed ({shown})")
+            sys.exit(1)
+
+
+DONE = ("ok", "diverged")
+
+
+def job_statuses(sweep_dir: Path) -> dict[str, str]:
+    """``{job subdir: summary status}`` for every Hydra job dir under ``sweep_dir``."""
+    statuses = {}
+    for hydra_dir in sorted(sweep_dir.glob("**/.hydra")):
+        summary = hydra_dir.parent / "summary.json"
+        try:
+            status = str(read_json(summary).get("status"))
+        except (OSError, ValueError):
+            status = "no summary.json (the job crashed)"
+        statuses[str(hydra_dir.parent.relative_to(sweep_dir))] = status
+    return statuses
+
+
+def _check_or_exit(path: str, field: str) -> None:
+    """Hydra creates the dir right after this hook: one line and exit 2 instead of a traceback."""
+    try:
+        check_writable(path, field)
+    except OutputDirError as error:
+        report(one_line(error))
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,92 @@
+"""Every check of a composed config, in one place, before any work is done.
+
+A bad value raises ConfigError with one line that names the field and the value
+(``error: steps=0: must be an integer >= 1``); the failure contract exits with status 2.
+Checks that need the data (image sizes, layer names of the chosen network) run where the data
+is loaded, and raise the same errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from nst_exp.core.features import POOLINGS, VGG_CONFIGS
+from nst_exp.core.images import INIT_KINDS
+from nst_exp.core.losses import DISTANCES, GRAM_NORMS, REDUCTIONS
+from nst_exp.engine.module import CLAMP_MODES
+from nst_exp.engine.speed import PRECISIONS
+from nst_exp.errors import ConfigError
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Run every check in ``CHECKS``; the first bad value raises ConfigError."""
+    for check in CHECKS:
+        check(cfg)
+
+
+def check_weights(cfg: DictConfig) -> None:
+    """The objective's weights: finite and >= 0."""
+    for field in ("style_weight", "content_weight", "tv_weight"):
+        value = cfg[field]
+        if not _finite(value) or value < 0:
+            raise ConfigError(f"{field}={value!r}: must be a finite number >= 0")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Step counts, sizes and fractions of the run."""
+    for field, minimum in (("steps", 1), ("image_size", 1), ("log_every", 1), ("snapshot_every", 0)):
+        value = cfg.get(field, minimum)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
+    scale = cfg.get("style_scale")
+    if scale is not None and (not _finite(scale) or scale <= 0):
+        raise ConfigError(f"style_scale={scale!r}: must be a finite number > 0 or null (= 1)")
+    pixels = cfg.get("max_image_pixels")
+    if pixels is not None and (not isinstance(pixels, int) or pixels <= 0):
+        raise ConfigError(f"max_image_pixels={pixels!r}: must be a positive integer or null (no limit)")
+    for field in ("stop_eps", "denoise"):
+        value = cfg.get(field, 0.0)
+        if not _number(value) or not 0 <= value <= 1:
+            raise ConfigError(f"{field}={value!r}: must be a number in [0, 1]")
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Learning rate and precision."""
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and (not _finite(lr) or lr <= 0):
+        raise ConfigError(f"optimizer.lr={lr!r}: must be a finite number > 0")
+    precision = cfg.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: is not one of {list(PRECISIONS)} or null (the trainer's)")
+
+
+def check_choices(cfg: DictConfig) -> None:
+    """Keys whose value must be one of a fixed set of names."""
+    choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
+               "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
+               "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),
+               "model.pooling": (cfg.model.get("pooling", "max"), POOLINGS)}
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
+
+
+# One entry per concern; a new feature adds its own check function and one line here.
+CHECKS: list[Callable[[DictConfig], None]] = [
+    check_weights,
+    check_run,
+    check_optimizer,
+    check_choices,
+]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _number(value) and math.isfinite(value)
