@@ -1,0 +1,98 @@
+"""Comparing a sweep: its W&B runs read back from the offline files, its console lines, report.html.
+
+One real 3-job sweep (random tiny VGG, W&B offline) serves every test here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from PIL import Image, ImageChops
+from wandb_records import OfflineRun, read_run
+
+from conftest import FAST, compose_cfg, run_cli
+from nst_exp.engine.judge import JUDGE_KEYS
+from nst_exp.engine.loggers import finish_wandb
+from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
+
+WEIGHTS = ("1000.0", "10000.0", "100000.0")  # as Hydra records style_weight=1e3,1e4,1e5
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A finished 3-job sweep with W&B offline: (sweep dir, the sweep's stdout)."""
+    root = tmp_path_factory.mktemp("compare")
+    result = run_cli("-m", "style_weight=1e3,1e4,1e5", *FAST, "logger=wandb", "trainer.enable_progress_bar=false",
+                     f"hydra.sweep.dir={root / 'sweep'}", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "sweep", result.stdout
+
+
+def job_run(job: Path) -> OfflineRun:
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    return read_run(run_dir)
+
+
+def same_pixels(a: Path, b: Path) -> bool:
+    with Image.open(a) as first, Image.open(b) as second:
+        return ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is None
+
+
+@pytest.mark.slow
+def test_each_wandb_run_holds_summary_yardstick_final_image_and_table_row(sweep: tuple[Path, str]) -> None:
+    sweep_dir, _ = sweep
+    groups = set()
+    for num, weight in enumerate(WEIGHTS):
+        job = sweep_dir / str(num)
+        summary = json.loads((job / "summary.json").read_text())
+        run = job_run(job)
+        assert run.exit_code == 0 and run.run.job_type == "sweep"
+        groups.add(run.run.run_group)
+        # every summary.json field, the yardstick included, is in the W&B summary
+        for key, value in summary.items():
+            if isinstance(value, float):
+                assert run.summary[key] == pytest.approx(value), key
+            elif not isinstance(value, dict):
+                assert run.summary[key] == value, key
+        assert all(isinstance(summary[key], float) for key in JUDGE_KEYS)
+        # nested config, for parallel coordinates over e.g. optimizer.lr
+        assert run.config["style_weight"] == float(weight) and run.config["optimizer"]["lr"] > 0
+        # the final image, and the inputs once
+        assert same_pixels(run.media("final"), job / "final.png")
+        assert len(run.logged("inputs/content/path")) == 1 and len(run.logged("inputs/style/path")) == 1
+        # the one-row comparison table: overrides as columns, the image, losses and yardstick
+        table = json.loads(run.media("comparison").read_text())
+        row = dict(zip(table["columns"], table["data"][0]))
+        assert len(table["data"]) == 1 and row["style_weight"] == weight and row["status"] == "ok"
+        assert row["judge_ssim"] == pytest.approx(summary["judge_ssim"])
+        assert row["final_loss"] == pytest.approx(summary["final_loss"])
+        assert same_pixels(run.dir / "files" / row["final"]["path"], job / "final.png")
+    assert len(groups) == 1 and "" not in groups  # one group per sweep
+
+
+class Boom(pl.Callback):
+    """Fails the run mid-way, as a bug or a full disk would."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == 2:
+            raise RuntimeError("boom")
+
+
+@pytest.mark.slow
+def test_a_failed_run_still_sends_its_final_image_and_summary(tmp_path: Path) -> None:
+    cfg = compose_cfg(*FAST, "logger=wandb", "trainer.enable_progress_bar=false", output_dir=tmp_path)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg.trainer, callbacks=[*build_callbacks(cfg), Boom()], logger=build_loggers(cfg))
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(module)
+    finish_wandb(failed=True)
+    run = job_run(tmp_path)
+    assert run.run.job_type == "run"
+    assert run.summary["status"] == "failed: RuntimeError: boom" and run.summary["steps"] == 2
+    assert isinstance(run.summary["judge_color"], float)
+    assert same_pixels(run.media("final"), tmp_path / "final.png")
+    table = json.loads(run.media("comparison").read_text())
+    assert dict(zip(table["columns"], table["data"][0]))["status"].startswith("failed")
