@@ -130,7 +130,7 @@ def table_html(grid: Grid) -> str:
         cells = [_td("job", job.num, {}), _td("status", job.status, {})]
         cells += [_td(k.lstrip("+~"), job.overrides.get(k, ""), {}) for k in grid.keys]
         cells += [_td(k, summary.get(k), best) for k in figures]
-        uri = data_uri(job.image, THUMB_EDGE, 85) if job.image else None
+        uri = data_uri(job.image, THUMB_EDGE, 85) if job.image and not job.status.startswith("failed") else None
         cells.append(f'<td><img class="zoomable" src="{uri}" alt="job {job.num}"></td>' if uri else "<td></td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="runs" id="runs"><thead><tr>{"".join(head)}</tr></thead>'
