@@ -40,6 +40,20 @@ def job_run(job: Path) -> OfflineRun:
     return read_run(run_dir)
 
 
+def table_row(run: OfflineRun) -> dict[str, object]:
+    """The comparison table's one row, as W&B will upload it: the run's table artifact, whose
+    ``final`` cell is resolved to the staged image file. The copy in the run's files agrees."""
+    files = run.artifacts[f"run-{run.run.run_id}-comparison"]
+    table = json.loads(files["comparison.table.json"].read_text())
+    assert len(table["data"]) == 1
+    row = dict(zip(table["columns"], table["data"][0]))
+    copy = json.loads(run.media("comparison").read_text())
+    assert copy["columns"] == table["columns"] and copy["data"][0][:2] == table["data"][0][:2]
+    if isinstance(row["final"], dict):
+        row["final"] = files[row["final"]["path"]]
+    return row
+
+
 def same_pixels(a: Path, b: Path) -> bool:
     with Image.open(a) as first, Image.open(b) as second:
         return ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is None
@@ -68,12 +82,11 @@ def test_each_wandb_run_holds_summary_yardstick_final_image_and_table_row(sweep:
         assert same_pixels(run.media("final"), job / "final.png")
         assert len(run.logged("inputs/content/path")) == 1 and len(run.logged("inputs/style/path")) == 1
         # the one-row comparison table: overrides as columns, the image, losses and yardstick
-        table = json.loads(run.media("comparison").read_text())
-        row = dict(zip(table["columns"], table["data"][0]))
-        assert len(table["data"]) == 1 and row["style_weight"] == weight and row["status"] == "ok"
+        row = table_row(run)
+        assert row["style_weight"] == weight and row["status"] == "ok" and row["steps"] == 4
         assert row["judge_ssim"] == pytest.approx(summary["judge_ssim"])
         assert row["final_loss"] == pytest.approx(summary["final_loss"])
-        assert same_pixels(run.dir / "files" / row["final"]["path"], job / "final.png")
+        assert same_pixels(row["final"], job / "final.png")
     assert len(groups) == 1 and "" not in groups  # one group per sweep
 
 
@@ -98,8 +111,8 @@ def test_a_failed_run_still_sends_its_final_image_and_summary(tmp_path: Path) ->
     assert run.summary["status"] == "failed: RuntimeError: boom" and run.summary["steps"] == 2
     assert isinstance(run.summary["judge_color"], float)
     assert same_pixels(run.media("final"), tmp_path / "final.png")
-    table = json.loads(run.media("comparison").read_text())
-    assert dict(zip(table["columns"], table["data"][0]))["status"].startswith("failed")
+    row = table_row(run)
+    assert row["status"].startswith("failed") and same_pixels(row["final"], tmp_path / "final.png")
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)  # name -> {path in it: staged file}
     exit_code: int | None = None
 
     def logged(self, key: str) -> list[Any]:
@@ -87,6 +88,9 @@ def read_run(run_dir: Path) -> OfflineRun:
             result.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "files":
             result.files += [f.path for f in record.files.files]
+        elif kind == "artifact":  # e.g. a logged table: staged (W&B's data dir) until `wandb sync`
+            contents = record.artifact.manifest.contents
+            result.artifacts[record.artifact.name] = {c.path: Path(c.local_path) for c in contents}
         elif kind == "exit":
             result.exit_code = record.exit.exit_code
     return result
