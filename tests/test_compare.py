@@ -107,7 +107,7 @@ def test_a_failed_run_still_sends_its_final_image_and_summary(tmp_path: Path) ->
         trainer.fit(module)
     finish_wandb(failed=True)
     run = job_run(tmp_path)
-    assert run.run.job_type == "run"
+    assert run.exit_code == 1 and run.run.job_type == "run"
     assert run.summary["status"] == "failed: RuntimeError: boom" and run.summary["steps"] == 2
     assert isinstance(run.summary["judge_color"], float)
     assert same_pixels(run.media("final"), tmp_path / "final.png")

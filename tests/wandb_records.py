@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def records(path: Path) -> list[Any]:
             offset += room
             continue
         _, length, kind = struct.unpack("<IHB", data[offset:offset + CHUNK_HEADER])
+        if offset + CHUNK_HEADER + length > len(data):  # still being written
+            break
         chunk = data[offset + CHUNK_HEADER:offset + CHUNK_HEADER + length]
         offset += CHUNK_HEADER + length
         if kind == 0 and length == 0:
@@ -71,8 +74,21 @@ def _key(item: Any) -> str:
     return "/".join(item.nested_key) if item.nested_key else item.key
 
 
-def read_run(run_dir: Path) -> OfflineRun:
-    """Parse ``<run_dir>/run-*.wandb`` (e.g. ``<job dir>/wandb/offline-run-...``)."""
+def read_run(run_dir: Path, wait_s: float = 120.0) -> OfflineRun:
+    """Parse ``<run_dir>/run-*.wandb`` (e.g. ``<job dir>/wandb/offline-run-...``) once it is complete.
+
+    ``wandb.finish(exit_code=1)`` returns before W&B's service has written the run's last
+    records, so this waits (up to ``wait_s``) for the exit record.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _parse(run_dir)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
+
+
+def _parse(run_dir: Path) -> OfflineRun:
     (log_file,) = run_dir.glob("run-*.wandb")
     result = OfflineRun(run_dir)
     for record in records(log_file):
