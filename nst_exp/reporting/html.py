@@ -111,8 +111,8 @@ def _td(key: str, value: Any, best: dict[str, float]) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         marked = ' class="best"' if key in best and value == best[key] else ""
         return f'<td data-key="{key}" data-v="{value!r}"{marked}>{value:.4g}</td>'
-    text = "" if value is None else str(value)
-    return f'<td data-key="{escape(key)}" data-v="{escape(text)}" class="text">{escape(text)}</td>'
+    text = escape("" if value is None else str(value))
+    return f'<td data-key="{escape(key)}" data-v="{text}" class="text" title="{text}">{text}</td>'
 
 
 def table_html(grid: Grid) -> str:

@@ -12,8 +12,9 @@ table.grid td { padding: 6px; vertical-align: top; }
 figure.cell { margin: 0; width: 256px; }
 figure.cell img.final { width: 256px; display: block; cursor: zoom-in; border-radius: 2px; }
 figure.cell .empty { width: 256px; height: 170px; background: #e1e1e1; display: flex; align-items: center;
-  justify-content: center; text-align: center; color: #6b6b6b; padding: 8px; box-sizing: border-box; }
-figure.cell figcaption { font-size: 12px; color: #333; margin-top: 3px; }
+  justify-content: center; text-align: center; color: #6b6b6b; padding: 8px; box-sizing: border-box;
+  overflow-wrap: anywhere; overflow: hidden; }
+figure.cell figcaption { font-size: 12px; color: #333; margin-top: 3px; overflow-wrap: anywhere; }
 figure.cell .failed { color: #b3261e; }
 .strip { display: flex; gap: 2px; margin-top: 3px; overflow-x: auto; }
 .strip img { height: 36px; cursor: zoom-in; border-radius: 1px; }
@@ -29,6 +30,7 @@ table.runs th { cursor: pointer; user-select: none; background: #f7f7f7; positio
 table.runs th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.runs th[aria-sort=descending]::after { content: " \\25BC"; }
 table.runs td.text, table.runs th.text { text-align: left; }
+table.runs td[data-key=status] { max-width: 220px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 table.runs td.best { font-weight: 700; background: #e7f3e7; }
 table.runs img { height: 40px; display: block; cursor: zoom-in; }
 dialog { padding: 8px; border: 0; box-shadow: 0 4px 30px #0006; max-width: 95vw; }
