@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -9,7 +11,9 @@ from hydra.utils import instantiate
 from conftest import FAST, compose_cfg
 from nst_exp.core.metrics import HIST_BINS, color_distance, ssim
 from nst_exp.engine.judge import JUDGE_KEYS, JudgeScore
+from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
+from nst_exp.runtime.validate import check_config
 
 
 def test_ssim_is_one_for_the_same_image_and_falls_with_damage() -> None:
@@ -56,3 +60,14 @@ def test_judge_loss_is_the_default_objective() -> None:
     module = build_module(cfg)
     judge: JudgeScore = instantiate(cfg.callbacks.judge)
     assert judge.score(module)["judge_loss"] == pytest.approx(module.evaluate()["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optimized_metric=judge_nope"], "optimized_metric=judge_nope: no such yardstick score"),
+    (["optimized_metric=judge_ssim", "callbacks.judge=null"], "optimized_metric=judge_ssim: needs the yardstick"),
+    (["optimized_metric="], "optimized_metric='': must be a summary.json key"),
+])
+def test_optimized_metric_is_checked(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(compose_cfg(*FAST, *overrides))
+    check_config(compose_cfg(*FAST, "optimized_metric=judge_color"))
