@@ -9,20 +9,24 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from nst_exp import CONFIG_DIR
 from nst_exp.core.files import read_json
 from nst_exp.engine.loggers import finish_wandb
+from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
 from nst_exp.runtime.checkpoint import find_checkpoint
+from nst_exp.runtime.choices import check_group_choices
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
 from nst_exp.runtime.resolvers import register_resolvers
-from nst_exp.runtime.task import metric, task_wrapper
+from nst_exp.runtime.task import EXIT_USER_ERROR, metric, one_line, report, task_wrapper
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes; launcher workers import this module too
@@ -52,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 # The configs ship inside the package: an installed wheel finds them from any directory, and
 # `--config-dir DIR` adds a user's own directory in front of them.
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the metric an Optuna sweep minimises (NaN: the job failed).
 
     ``task_wrapper`` turns bad input into one line and exit status 2, and keeps a failed job
@@ -60,6 +64,16 @@ def main(cfg: DictConfig) -> float:
     """
     summary = task_wrapper(train)(cfg)
     return metric(summary, cfg.get("optimized_metric") or "final_loss")
+
+
+def main() -> None:
+    """Check config-group choices (one line and exit 2 for a bad one), then run Hydra."""
+    try:
+        check_group_choices(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        report(one_line(error))
+        sys.exit(EXIT_USER_ERROR)
+    hydra_main()
 
 
 def cli() -> None:

@@ -112,10 +112,10 @@ class ImageSlice:
 
 
 class JobTrainer:
-    """The Trainer as one job sees it: its own loggers, everything else shared."""
+    """The Trainer as one job sees it: its own loggers and callbacks, everything else shared."""
 
-    def __init__(self, trainer: pl.Trainer, loggers: list[pl.loggers.Logger]) -> None:
-        self._trainer, self.loggers = trainer, loggers
+    def __init__(self, trainer: pl.Trainer, loggers: list[pl.loggers.Logger], callbacks: list[pl.Callback]) -> None:
+        self._trainer, self.loggers, self.callbacks = trainer, loggers, callbacks
 
     @property
     def logger(self) -> pl.loggers.Logger | None:
@@ -148,7 +148,8 @@ class BatchCallbacks(pl.Callback):
     def _forward(self, hook: str, trainer: pl.Trainer, module: StyleTransferModule, *args: Any) -> None:
         self._evaluations.clear()  # the image may have changed since the last hook
         for index, job in enumerate(self.jobs):
-            view, job_trainer = ImageSlice(module, index, self._evaluations), JobTrainer(trainer, job.loggers)
+            view = ImageSlice(module, index, self._evaluations)
+            job_trainer = JobTrainer(trainer, job.loggers, job.callbacks)
             for callback in job.callbacks:
                 getattr(callback, hook)(job_trainer, view, *args)
 

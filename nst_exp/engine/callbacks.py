@@ -114,15 +114,15 @@ class Snapshots(pl.Callback):
             save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
-                    logger.log_image(key="image", images=[pil], step=step)
+                    logger.log_image(key="snapshot", images=[pil], step=step)
 
 
 class RunSummary(pl.Callback):
     """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
 
     ``denoise`` (0..1) smooths final.png only; the losses are those of the optimised image.
-    Other callbacks may set ``status`` (e.g. ``diverged``) and add keys to summary.json through
-    a ``summary_fields()`` method.
+    Other callbacks may set ``status`` (e.g. ``diverged``), add keys to summary.json through a
+    ``summary_fields()`` method, and receive the written summary through ``on_summary(trainer, summary)``.
     """
 
     def __init__(self, output_dir: str, denoise: float = 0.0) -> None:
@@ -189,6 +189,9 @@ class RunSummary(pl.Callback):
         for callback in trainer.callbacks:
             summary.update(callback.summary_fields() if hasattr(callback, "summary_fields") else {})
         write_json(self.output_dir / "summary.json", summary)
+        for callback in trainer.callbacks:  # e.g. WandbOutputs: the summary, final image and table row
+            if hasattr(callback, "on_summary"):
+                callback.on_summary(trainer, summary)
         return summary
 
 

@@ -28,14 +28,33 @@ def job_identity() -> tuple[str | None, str | None]:
     return group, f"{hydra.job.num}:{name}" if name else str(hydra.job.num)
 
 
+def default_job_type() -> str:
+    """W&B's job_type: ``run`` (one job), ``sweep`` (a grid) or ``search`` (an Optuna study).
+
+    With ``group`` (the sweep id) it lets W&B's UI filter and colour runs by what made them.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return "run"
+    sweeper = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return "search" if "optuna" in sweeper.lower() else "sweep"
+
+
+def job_overrides() -> dict[str, str]:
+    """The current Hydra job's command-line overrides, ``{key: value}`` (empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    return dict(item.split("=", 1) for item in HydraConfig.get().overrides.task if "=" in item)
+
+
 def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = None,
                  run_config: dict[str, Any] | None = None, tags: list[str] | None = None,
                  group: str | None = None, name: str | None = None, id: str | None = None,
-                 reinit: str = "finish_previous") -> Logger | None:
+                 reinit: str = "finish_previous", job_type: str | None = None) -> Logger | None:
     """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
 
     W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
-    it is logged as a warning and the run goes on with its local files only. ``id`` continues
+    it is logged as a warning and the run goes on with its local files only. ``job_type``
+    defaults to ``default_job_type()``, ``group``/``name`` to ``job_identity()``. ``id`` continues
     an existing run (a resumed job), else W&B makes a new one. A batched sweep
     (nst_exp/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
     """
@@ -47,7 +66,8 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, config=run_config,
                              tags=list(tags or []), group=group or default_group,
-                             name=name or default_name, id=id, reinit=reinit)
+                             name=name or default_name, id=id, reinit=reinit,
+                             job_type=job_type or default_job_type())
         _ = logger.experiment  # start the run now, so failures surface here
         return logger
     except Exception as error:

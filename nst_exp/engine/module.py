@@ -21,6 +21,7 @@ from nst_exp.core.losses import StyleTransferLoss
 
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
 CLAMP_MODES = ("auto", "step", "end")
+LOGGED = ("loss", "content_loss", "style_loss", "tv_loss")  # each step's, as train/<key>
 
 
 class Forever(IterableDataset):
@@ -114,9 +115,23 @@ class StyleTransferModule(pl.LightningModule):
 
         optimizer.step(closure=closure)
         self.last_components = first[0]  # the loss at the image this step started from
+        self._log_losses(first[0])
         if self.clamp == "step" or (self.clamp == "auto" and not self._quasi_newton):
             with torch.no_grad():
                 self.image.clamp_(0, 1)
+
+    def _log_losses(self, parts: dict[str, Tensor]) -> None:
+        """The step's losses through ``self.log``: the progress bar, ``callback_metrics`` (so stock
+        EarlyStopping/ModelCheckpoint can monitor ``train/loss``).
+
+        Device tensors, never floats, so logging costs no sync: Lightning copies them to the host
+        only when the progress bar refreshes (every ``log_every`` steps, runtime/build.py) or
+        someone reads ``callback_metrics``. ``logger=False``: MetricsRecorder already sends every
+        step's values to the loggers, in one copy per flush.
+        """
+        for key in LOGGED:
+            self.log(f"train/{key}", parts[key].sum(), on_step=True, on_epoch=False, prog_bar=key == "loss",
+                     logger=False, batch_size=1)
 
     def _loss_and_grad(self, optimizer: Optimizer, warp: Warp | None) -> tuple[Tensor, dict[str, Tensor]]:
         """One function + gradient evaluation, reusing the last one if the image is unchanged.

@@ -1,9 +1,9 @@
-"""Turn a multirun directory into report.csv, contact_sheet.png, losses.png and report.md.
+"""Turn a multirun directory into report.html, report.csv, contact_sheet.png, losses.png and report.md.
 
 Only files on disk are read (no W&B), so it works offline, on a copied directory, and on a
 sweep that is still running: unfinished jobs show as labelled empty cells and status rows.
 
-    python scripts/report.py outputs/multirun/2026-11-23/15-30-00_123456
+    nst-report outputs/multirun/2026-11-23/15-30-00_123456
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from nst_exp.core.files import write_text
 from nst_exp.core.images import save_image
 from nst_exp.errors import ReportError
 from nst_exp.reporting.drawing import contact_sheet, loss_plot
+from nst_exp.reporting.html import YARDSTICK, report_html
 from nst_exp.reporting.multirun import Grid, Job, common_overrides, grid_of, load_jobs
 
-SUMMARY_COLUMNS = ("final_loss", "content_loss", "style_loss", "tv_loss", "steps", "stopped_early_at",
+SUMMARY_COLUMNS = ("final_loss", "content_loss", "style_loss", "tv_loss", *YARDSTICK, "steps", "stopped_early_at",
                    "wall_time_s", "train_time_s", "ms_per_step")
-OUTPUTS = ("report.csv", "contact_sheet.png", "losses.png", "report.md")
+OUTPUTS = ("report.html", "report.csv", "contact_sheet.png", "losses.png", "report.md")
 
 
 
@@ -54,23 +55,31 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fixed: str) -> str:
-    """report.md: counts, the layout, both pictures and the table; ``fixed``: the shared overrides."""
+def status_counts(table: list[dict[str, object]]) -> str:
+    """``2 ok, 1 failed``: jobs per status (a failure's reason left out)."""
     counts: dict[str, int] = {}
     for row in table:
         key = str(row["status"]).split(":")[0]
         counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fixed: str) -> str:
+    """report.md: counts, the layout, both pictures and the table; ``fixed``: the shared overrides."""
+    counts = status_counts(table)
     layout = ("rows: `{}`, columns: `{}`".format(grid.row_key, "`, `".join(grid.column_keys)) if grid.row_key
               else "columns: `{}`".format("`, `".join(grid.column_keys)) if grid.keys else "a single job")
     shown = ("job", "status", *[k.lstrip("+~") for k in grid.keys], "final_loss", "content_loss",
-             "style_loss", "steps", "stopped_early_at", "train_time_s", "image")
+             "style_loss", "judge_loss", "judge_ssim", "judge_color", "steps", "stopped_early_at", "train_time_s",
+             "image")
     lines = [
         f"# Sweep report: `{sweep_dir.name}`",
         "",
         f"Fixed overrides: `{fixed or 'none'}`.",
         "",
-        f"{len(table)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".",
-        f"Contact sheet {layout}. Full table: [report.csv](report.csv).",
+        f"{len(table)} jobs: {counts}.",
+        f"Contact sheet {layout}. Full table: [report.csv](report.csv); images, curves and a sortable "
+        "table in one page: [report.html](report.html).",
         "",
         "![contact sheet](contact_sheet.png)",
         "",
@@ -88,7 +97,7 @@ def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fix
 
 
 def write_report(sweep_dir: str | Path) -> dict[str, Path]:
-    """Write the four report files into ``sweep_dir``; returns their paths by name."""
+    """Write the report files (``OUTPUTS``) into ``sweep_dir``; returns their paths by name."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ReportError(f"sweep dir {str(sweep_dir)!r} is not a directory")
@@ -103,4 +112,5 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     save_image(contact_sheet(grid, title=f"{sweep_dir.name}: {fixed}".rstrip(": ")), paths["contact_sheet.png"])
     save_image(loss_plot(grid), paths["losses.png"])
     write_text(paths["report.md"], to_markdown(table, grid, sweep_dir, fixed))
+    write_text(paths["report.html"], report_html(grid, sweep_dir, fixed, status_counts(table)))
     return paths

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import init_image, load_pair
@@ -81,10 +82,23 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     64-channel maps per step, 3% of a 512 px step); kernel choice, i.e. determinism, is
     unchanged (tests/test_faults.py and test_resume.py rerun and resume bit-for-bit).
     """
-    trainer = instantiate(trainer_cfg, **kwargs)
+    trainer = instantiate(trainer_cfg, **_with_progress_bar(trainer_cfg, kwargs))
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     device = trainer.strategy.root_device.type
     if str(trainer.precision).startswith("bf16") and not native_bf16(device):
         log.warning("precision=%s on a %s without bf16 arithmetic of its own: bf16 is emulated and slower "
                     "than fp32 here; precision=auto picks what pays", trainer.precision, device.upper())
     return trainer
+
+
+def _with_progress_bar(trainer_cfg: DictConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A progress bar that refreshes every ``log_every`` steps, not every step.
+
+    Each refresh copies the logged loss to the host (a device sync); at the metrics flush's
+    rate it adds none. A progress bar passed in, or none at all, is left as it is.
+    """
+    callbacks = list(kwargs.get("callbacks") or [])
+    if not trainer_cfg.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in callbacks):
+        return kwargs
+    every = max(1, int(trainer_cfg.get("log_every_n_steps") or 1))
+    return {**kwargs, "callbacks": [*callbacks, TQDMProgressBar(refresh_rate=every)]}

@@ -37,6 +37,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_exp.core.files import read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.errors import OutputDirError, UserError
+from nst_exp.runtime.sweep_lines import sweep_lines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,7 +195,8 @@ def metric(summary: dict[str, Any] | None, key: str) -> float:
 
 
 class SweepOutcome(Callback):
-    """Hydra callback: check the output dir before any job; fail the multirun if a job failed.
+    """Hydra callback: check the output dir before any job; at the end print a line per job
+    (runtime/sweep_lines.py) and fail the multirun if a job failed.
 
     Jobs are judged by their summary.json, so the verdict holds for any launcher (jobs may run
     in other processes). A ``diverged`` job ended cleanly with its best image: it counts as done.
@@ -207,6 +209,7 @@ class SweepOutcome(Callback):
         _check_or_exit(config.hydra.sweep.dir, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print("\n".join(sweep_lines(config.hydra.sweep.dir)), flush=True)
         statuses = job_statuses(Path(config.hydra.sweep.dir))
         failed = {job: status for job, status in statuses.items() if status not in DONE}
         if failed:

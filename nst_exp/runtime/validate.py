@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from nst_exp.core.features import POOLINGS, VGG_CONFIGS
 from nst_exp.core.images import INIT_KINDS
 from nst_exp.core.losses import DISTANCES, GRAM_NORMS, REDUCTIONS
+from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.engine.module import CLAMP_MODES
 from nst_exp.engine.speed import PRECISIONS
 from nst_exp.errors import ConfigError
@@ -75,12 +76,24 @@ def check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
 
 
+def check_yardstick(cfg: DictConfig) -> None:
+    """``optimized_metric``: a summary.json key; a yardstick score needs the yardstick callback."""
+    metric = cfg.get("optimized_metric")
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"optimized_metric={metric!r}: must be a summary.json key, e.g. final_loss or judge_loss")
+    if metric.startswith("judge_") and metric not in JUDGE_KEYS:
+        raise ConfigError(f"optimized_metric={metric}: no such yardstick score; one of {list(JUDGE_KEYS)}")
+    if metric in JUDGE_KEYS and not (cfg.get("callbacks") or {}).get("judge"):
+        raise ConfigError(f"optimized_metric={metric}: needs the yardstick, but callbacks.judge is null")
+
+
 # One entry per concern; a new feature adds its own check function and one line here.
 CHECKS: list[Callable[[DictConfig], None]] = [
     check_weights,
     check_run,
     check_optimizer,
     check_choices,
+    check_yardstick,
 ]
 
 
