@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 PACKAGES = "slurm-wlm munge slurmdbd mariadb-server-core"
@@ -27,6 +27,7 @@ DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
 COMMANDS = ("sinfo", "squeue", "sbatch", "sacct", "scontrol", "scancel", "sacctmgr")
 PARTITION = "debug"
 CPUS = 2
+CRED_EXPIRE_S = 10
 
 
 def missing_programs() -> list[str]:
@@ -118,7 +119,9 @@ class LocalSlurm:
         wait_for("mariadbd", lambda: self._listening(self.ports["mysql"]), logs=self._logs())
 
     def _write_configs(self) -> None:
-        r, p, auth = self.root, self.ports, f"AuthType=auth/munge\nAuthInfo=socket={self.socket}\n"
+        r, p = self.root, self.ports
+        # cred_expire also delays the restart of a requeued job (default 120 s)
+        auth = f"AuthType=auth/munge\nAuthInfo=socket={self.socket},cred_expire={CRED_EXPIRE_S}\n"
         memory = _memory_mb() - 1024
         self.conf.write_text(
             f"ClusterName=nsttest\nSlurmctldHost={self.node}(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n"
@@ -168,10 +171,8 @@ class LocalSlurm:
         """Cancel what is left in the queue, then stop each daemon started here, by its PID."""
         if "slurmctld" in self.procs and self.queue():
             self.run("scancel", "--full", *self.queue(), check=False)
-            try:
+            with suppress(RuntimeError):
                 wait_for("queue empty", lambda: not self.queue(), timeout=45)
-            except RuntimeError:
-                pass
         for name in reversed(list(self.procs)):
             proc = self.procs.pop(name)
             if proc.poll() is None:
