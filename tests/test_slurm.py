@@ -2,7 +2,7 @@
 
 One single-node cluster (2 CPUs) serves the module. The jobs run one thread each
 (OMP_NUM_THREADS=1, exported by sbatch), so the preempted run is compared bit for bit with an
-uninterrupted one in this process.
+uninterrupted one run the same way.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from slurm_cluster import APT_LINE, LocalSlurm, local_slurm, missing_programs
 
-from conftest import compose_cfg, run_cli
+from conftest import run_cli
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
-from nst_exp.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -71,10 +69,16 @@ def slurm_ids(sweep: Path) -> dict[int, str]:
 def final_states(cluster: LocalSlurm, job_ids: list[str], timeout: float = 90) -> dict[str, str]:
     """``sacct`` states once no job is active (submitit returns when a result file appears, a
     moment before SLURM marks the job ended)."""
+    return {job: history(cluster, job, timeout)[-1] for job in job_ids}
+
+
+def history(cluster: LocalSlurm, job: str, timeout: float = 90) -> list[str]:
+    """Every run of ``job`` in ``sacct`` (a requeued job has one per start), once none is active."""
     deadline = time.monotonic() + timeout
     while True:
-        states = {job: cluster.sacct(job).get(job, "UNKNOWN") for job in job_ids}
-        if all(state.split()[0] not in ACTIVE for state in states.values()) or time.monotonic() > deadline:
+        states = cluster.run("sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job, check=False).split("\n")
+        states = [state.split()[0] for state in states if state.strip()]
+        if (states and states[-1] not in ACTIVE) or time.monotonic() > deadline:
             return states
         time.sleep(1)
 
@@ -121,19 +125,24 @@ def test_failed_job_is_failed_in_sacct_and_the_others_complete(slurm: LocalSlurm
     assert final_states(slurm, [ids[0], ids[1]]) == {ids[0]: "FAILED", ids[1]: "COMPLETED"}
 
 
+def test_submitit_local_keeps_the_same_failure_contract(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> None:
+    """The launcher's job and sweep sides without a cluster: the failed job's process exits 1."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[sweep]'")
+    content, style = tiny_pair
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", f"pair.content={content}",
+                     f"pair.style={style},{tmp_path / 'gone.png'}", *TINY, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "1 of 2 jobs failed (job 1: failed: pair.style=" in result.stderr
+    assert "job 1: submitit job" in result.stdout and "failed, see" in result.stdout  # Hydra's log
+    assert summaries(sweep)[0]["status"] == "ok"
+    logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*_log.err"))
+    assert "JobFailed: job 1: failed: pair.style=" in logs  # the job's process raised: exit status 1
+
+
 def metric_rows(job_dir: Path) -> list[tuple[str, ...]]:
     with open(job_dir / "metrics.csv") as f:
         return [(r["step"], r["loss"], r["content_loss"], r["style_loss"], r["tv_loss"]) for r in csv.DictReader(f)]
-
-
-def uninterrupted_run(job_dir: Path) -> dict:
-    """The same config run in this process without interruption, one thread like the SLURM job."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train(compose_cfg(*PREEMPTED, output_dir=job_dir))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def start_sweep(cluster: LocalSlurm, sweep: Path, *overrides: str) -> subprocess.Popen[str]:
@@ -150,31 +159,52 @@ def wait_for_checkpoints(sweep: Path, count: int, sweep_proc: subprocess.Popen[s
         time.sleep(0.2)
 
 
-def test_requeued_job_resumes_and_ends_as_an_uninterrupted_run(slurm: LocalSlurm, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
+def wait_for_log(log: Path, text: str, count: int, sweep_proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    """Until ``text`` appears ``count`` times in the job's train.log."""
+    deadline = time.monotonic() + timeout
+    while not log.exists() or log.read_text().count(text) < count:
+        assert sweep_proc.poll() is None, sweep_proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{text!r} not {count} times in {log} after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_preempted_job_resumes_twice_and_ends_as_an_uninterrupted_run(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """Preempted by ``scontrol requeue`` (SIGTERM), then by the time-limit warning (USR2, which
+    submitit answers with its own requeue): each time the job checkpoints after its step, is
+    requeued, and resumes; the result equals an uninterrupted run, bit for bit."""
+    sweep, log = tmp_path / "sweep", tmp_path / "sweep" / "0" / "train.log"
     proc = start_sweep(slurm, sweep, *PREEMPTED)
+    reference = None
     try:
         wait_for_checkpoints(sweep, 1, proc)
         job = slurm_ids(sweep)[0]
-        slurm.run("scontrol", "requeue", job)  # SIGTERM now; the job is queued again
-        reference = uninterrupted_run(tmp_path / "reference")  # meanwhile, in this process
+        slurm.run("scontrol", "requeue", job)  # SIGTERM now, queued again
+        reference = subprocess.Popen([sys.executable, "-m", "nst_exp.train", *PREEMPTED,
+                                      f"hydra.run.dir={tmp_path / 'reference'}"], cwd=tmp_path,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for_log(log, "Resumed at step", 1, proc)
+        saves = log.read_text().count("Checkpoint at step")
+        wait_for_log(log, "Checkpoint at step", saves + 1, proc)  # a step done after resuming
+        slurm.run("scancel", "--signal=USR2", job)  # as SLURM does signal_delay_s before the limit
         _, stderr = proc.communicate(timeout=400)
+        assert reference.wait(timeout=400) == 0, reference.stderr.read()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for process in (proc, reference):
+            if process is not None and process.poll() is None:
+                process.kill()
     assert proc.returncode == 0, stderr[-3000:]
-    history = slurm.run("sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job).split()
-    assert history == ["REQUEUED", "COMPLETED"]
-    log = (sweep / "0" / "train.log").read_text()
-    assert "Resuming from" in log and "Checkpoint at step" in log
-    resumed_at = int(log.split("Resumed at step ")[1].split()[0])
-    assert 4 <= resumed_at < 40
+    assert history(slurm, job) == ["REQUEUED", "REQUEUED", "COMPLETED"]
+    text = log.read_text()
+    assert "SIGUSR2: checkpointing after this step" in text and text.count("Resumed at step") == 2
+    resumed = [int(part.split()[0]) for part in text.split("Resumed at step ")[1:]]
+    assert 4 <= resumed[0] < resumed[1] < 40, resumed
     done = json.loads((sweep / "0" / "summary.json").read_text())
     assert done["status"] == "ok" and done["steps"] == 40
     rows = metric_rows(sweep / "0")
     assert [int(r[0]) for r in rows] == list(range(40))  # each step once
     assert rows == metric_rows(tmp_path / "reference")  # bit-identical losses
-    assert done["final_loss"] == reference["final_loss"]
+    assert done["final_loss"] == json.loads((tmp_path / "reference" / "summary.json").read_text())["final_loss"]
     assert (sweep / "0" / "final.png").read_bytes() == (tmp_path / "reference" / "final.png").read_bytes()
     assert not (sweep / "0" / CHECKPOINT_NAME).exists()  # deleted once the run finished
 

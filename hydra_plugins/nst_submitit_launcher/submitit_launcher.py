@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -41,6 +42,7 @@ except ImportError:  # no [sweep] extra: no submitit launchers (and no warning f
     hydra_submitit = None
 
 log = logging.getLogger(__name__)
+RESULT_GRACE_S = 15  # submitit's own wait for a result file to show up on a shared file system
 
 
 class JobFailed(RuntimeError):
@@ -99,19 +101,35 @@ class _FailureContract:
         params = [(list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state())
                   for number, overrides in zip(numbers, job_overrides)]
         jobs = executor.map_array(self, *zip(*params))
-        return [_result(job, overrides, number) for job, overrides, number in zip(jobs, job_overrides, numbers)]
+        return collect(jobs, job_overrides, numbers)
+
+
+def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: Sequence[int]) -> list[JobReturn]:
+    """Every job's JobReturn, once all have ended; NaN (as a failed job returns) for a job that
+    failed or ended without a result (cancelled, killed, out of requeues), with one log line.
+
+    submitit waits 15 s per job for a missing result file (slow network file systems); here the
+    sweep waits that long once, so a cancelled sweep of 100 jobs ends in seconds, not 25 minutes.
+    """
+    for job in jobs:
+        job.wait()
+    if any(not job.paths.result_pickle.exists() for job in jobs):
+        time.sleep(RESULT_GRACE_S)
+    return [_result(job, overrides, number) for job, overrides, number in zip(jobs, job_overrides, numbers)]
 
 
 def _result(job: Any, overrides: Sequence[str], number: int) -> JobReturn:
-    """The job's JobReturn, or NaN (as a failed job returns it) when it failed or never finished."""
-    from submitit.core.utils import UncompletedJobError  # FailedJobError is one too
+    from submitit.core.utils import FailedJobError
 
-    try:
-        return job.results()[0]
-    except UncompletedJobError as error:
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        log.error(f"job {number} (submitit job {job.job_id}): {lines[-1].strip() if lines else 'no result'}")
-        return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+    if job.paths.result_pickle.exists():
+        try:
+            return job.results()[0]
+        except FailedJobError:
+            log.error(f"job {number}: submitit job {job.job_id} failed, see {job.paths.stderr}")
+    else:
+        log.error(f"job {number}: submitit job {job.job_id} ended without a result ({job.state}), "
+                  f"see {job.paths.stderr}")
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
 if hydra_submitit is not None:
