@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -148,24 +148,24 @@ def metric_rows(job_dir: Path) -> list[tuple[str, ...]]:
 def start_sweep(cluster: LocalSlurm, sweep: Path, *overrides: str) -> subprocess.Popen[str]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **job_env(cluster)}
     return subprocess.Popen([sys.executable, "-m", "nst_exp.train", *sweep_args(cluster, sweep), *overrides],
-                            cwd=sweep.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=sweep.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoints(sweep: Path, count: int, sweep_proc: subprocess.Popen[str], timeout: float = 240) -> None:
+def wait_until(ready: Callable[[], bool], what: str, sweep_proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    """Poll ``ready()`` while the multirun runs; fail with its stderr if it ends first."""
     deadline = time.monotonic() + timeout
-    while len(list(sweep.glob(f"*/{CHECKPOINT_NAME}"))) < count:
+    while not ready():
         assert sweep_proc.poll() is None, sweep_proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"no {count} checkpoint(s) in {sweep} after {timeout} s"
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
         time.sleep(0.2)
 
 
-def wait_for_log(log: Path, text: str, count: int, sweep_proc: subprocess.Popen[str], timeout: float = 240) -> None:
-    """Until ``text`` appears ``count`` times in the job's train.log."""
-    deadline = time.monotonic() + timeout
-    while not log.exists() or log.read_text().count(text) < count:
-        assert sweep_proc.poll() is None, sweep_proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{text!r} not {count} times in {log} after {timeout} s"
-        time.sleep(0.2)
+def checkpoints(sweep: Path) -> int:
+    return len(list(sweep.glob(f"*/{CHECKPOINT_NAME}")))
+
+
+def count(log: Path, text: str) -> int:
+    return log.read_text().count(text) if log.exists() else 0
 
 
 def test_preempted_job_resumes_twice_and_ends_as_an_uninterrupted_run(slurm: LocalSlurm, tmp_path: Path) -> None:
@@ -176,16 +176,16 @@ def test_preempted_job_resumes_twice_and_ends_as_an_uninterrupted_run(slurm: Loc
     proc = start_sweep(slurm, sweep, *PREEMPTED)
     reference = None
     try:
-        wait_for_checkpoints(sweep, 1, proc)
+        wait_until(lambda: checkpoints(sweep) >= 1, "the first checkpoint", proc)
         job = slurm_ids(sweep)[0]
         slurm.run("scontrol", "requeue", job)  # SIGTERM now, queued again
         reference = subprocess.Popen([sys.executable, "-m", "nst_exp.train", *PREEMPTED,
                                       f"hydra.run.dir={tmp_path / 'reference'}"], cwd=tmp_path,
                                      env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for_log(log, "Resumed at step", 1, proc)
-        saves = log.read_text().count("Checkpoint at step")
-        wait_for_log(log, "Checkpoint at step", saves + 1, proc)  # a step done after resuming
+        wait_until(lambda: count(log, "Resumed at step") == 1, "resumed", proc)
+        saves = count(log, "Checkpoint at step")
+        wait_until(lambda: count(log, "Checkpoint at step") > saves, "a checkpoint after resuming", proc)
         slurm.run("scancel", "--signal=USR2", job)  # as SLURM does signal_delay_s before the limit
         _, stderr = proc.communicate(timeout=400)
         assert reference.wait(timeout=400) == 0, reference.stderr.read()[-3000:]
@@ -214,7 +214,7 @@ def test_scancel_of_the_array_leaves_interrupted_jobs_with_checkpoints(slurm: Lo
     long = [*PREEMPTED, "steps=400"]
     proc = start_sweep(slurm, sweep, *long, "style_weight=1e3,1e4,1e5,1e6")
     try:
-        wait_for_checkpoints(sweep, 2, proc)  # two jobs run (2 CPUs), two wait
+        wait_until(lambda: checkpoints(sweep) >= 2, "2 checkpoints", proc)  # two jobs run (2 CPUs), two wait
         array = slurm_ids(sweep)[0].split("_")[0]
         slurm.run("scancel", array)
         _, stderr = proc.communicate(timeout=300)
