@@ -12,6 +12,7 @@ evaluation cache is not saved: it is recomputed, bit for bit, on the first step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -209,6 +210,7 @@ class Checkpointing(pl.Callback):
         signum, previous = self._signal, self._previous.get(self._signal)
         self._restore_handlers()
         if callable(previous) and previous is not signal.default_int_handler:
-            previous(signum, None)
+            with contextlib.suppress(SystemExit):  # submitit exits once it has requeued the job
+                previous(signum, None)
         raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; "
                           f"{self.path} continues it")

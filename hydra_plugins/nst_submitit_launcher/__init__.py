@@ -1,0 +1,1 @@
+"""Hydra's submitit launchers (``hydra/launcher=slurm``, ``submitit_local``) with the sweep's failure contract."""
