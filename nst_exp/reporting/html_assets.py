@@ -18,7 +18,7 @@ figure.cell figcaption { font-size: 12px; color: #333; margin-top: 3px; overflow
 figure.cell .failed { color: #b3261e; }
 .strip { display: flex; gap: 2px; margin-top: 3px; overflow-x: auto; }
 .strip img { height: 36px; cursor: zoom-in; border-radius: 1px; }
-svg.curves { width: 100%; max-width: 900px; height: auto; font-size: 12px; }
+svg.curves { width: 100%; max-width: 680px; height: auto; font-size: 12px; }
 svg .frame { fill: none; stroke: #141414; } svg .grid { stroke: #e1e1e1; }
 svg .ytick { text-anchor: end; dominant-baseline: middle; } svg .xtick { text-anchor: middle; }
 svg .curve { fill: none; stroke-width: 2; } svg .curve:hover { stroke-width: 4; }
