@@ -64,6 +64,7 @@ class LocalSlurm:
         self.partition = PARTITION
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports = {name: free_port() for name in ("ctld", "slurmd", "dbd", "mysql")}
+        self.socket = root / "run" / "munge.socket"
 
     # --- commands ------------------------------------------------------------------------
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> str:
@@ -101,7 +102,6 @@ class LocalSlurm:
         key = self.root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self.socket = self.root / "run" / "munge.socket"
         self._spawn("munged", ["munged", "-F", "--force", f"--socket={self.socket}", f"--key-file={key}",
                                f"--pid-file={self.root / 'run/munged.pid'}",
                                f"--seed-file={self.root / 'run/munged.seed'}",
