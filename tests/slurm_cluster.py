@@ -30,9 +30,14 @@ CPUS = 2
 CRED_EXPIRE_S = 10
 
 
+def program(name: str) -> str | None:
+    """The path of ``name``: the daemons live in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+
+
 def missing_programs() -> list[str]:
     """The programs this cluster needs that are not installed (empty: it can run)."""
-    return [name for name in (*DAEMONS, *COMMANDS) if shutil.which(name) is None]
+    return [name for name in (*DAEMONS, *COMMANDS) if program(name) is None]
 
 
 def free_port() -> int:
@@ -60,7 +65,8 @@ class LocalSlurm:
         self.root = root
         self.node = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        path = os.pathsep.join(filter(None, [os.environ.get("PATH"), "/usr/sbin", "/sbin"]))  # the daemons
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": path}
         self.partition = PARTITION
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports = {name: free_port() for name in ("ctld", "slurmd", "dbd", "mysql")}
