@@ -30,9 +30,14 @@ CPUS = 2
 CRED_EXPIRE_S = 10
 
 
+def program(name: str) -> str | None:
+    """The path of ``name``: the daemons live in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+
+
 def missing_programs() -> list[str]:
     """The programs this cluster needs that are not installed (empty: it can run)."""
-    return [name for name in (*DAEMONS, *COMMANDS) if shutil.which(name) is None]
+    return [name for name in (*DAEMONS, *COMMANDS) if program(name) is None]
 
 
 def free_port() -> int:
@@ -60,10 +65,12 @@ class LocalSlurm:
         self.root = root
         self.node = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        path = os.pathsep.join(filter(None, [os.environ.get("PATH"), "/usr/sbin", "/sbin"]))  # the daemons
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": path}
         self.partition = PARTITION
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports = {name: free_port() for name in ("ctld", "slurmd", "dbd", "mysql")}
+        self.socket = root / "run" / "munge.socket"
 
     # --- commands ------------------------------------------------------------------------
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> str:
@@ -101,7 +108,6 @@ class LocalSlurm:
         key = self.root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self.socket = self.root / "run" / "munge.socket"
         self._spawn("munged", ["munged", "-F", "--force", f"--socket={self.socket}", f"--key-file={key}",
                                f"--pid-file={self.root / 'run/munged.pid'}",
                                f"--seed-file={self.root / 'run/munged.seed'}",
