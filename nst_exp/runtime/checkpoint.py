@@ -29,14 +29,14 @@ Lightning's pieces, and where they do not fit:
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
 import logging
+import os
 import random
 import signal
 import threading
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,6 +52,7 @@ from nst_exp.engine.callbacks import MetricsRecorder
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import CheckpointError, ConfigError
+from nst_exp.runtime.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
@@ -135,52 +136,52 @@ def hand_on_signal() -> None:
         handler(signum, None)
 
 
+# --- sweeps whose jobs run in child processes ----------------------------------------------------
+@contextmanager
+def forward_stop_signals(children: Callable[[], Iterable[int]]) -> Iterator[list[int]]:
+    """In a launcher: pass SIGTERM/SIGINT on to every running job (``children()`` gives their PIDs).
+
+    Each job then checkpoints after its step and stops as ``interrupted``; the launcher waits
+    for them, starts no new job, and exits 128 + signal. The list yielded holds the signals seen.
+    """
+    seen: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        for pid in children():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        yield seen
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a job's own process: get SIGTERM (checkpoint, stop) when the launcher dies, even by kill -9.
+
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def lightning_plugins() -> list[Any] | None:
     """On SLURM, Lightning's environment without its requeue handler (see the module docstring)."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
-
-
-# --- what a checkpoint must match ----------------------------------------------------------------
-def _digest(*tensors: torch.Tensor | None) -> str | None:
-    if all(t is None for t in tensors):
-        return None
-    sha = hashlib.sha1()
-    for tensor in tensors:
-        if tensor is not None:
-            sha.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return sha.hexdigest()[:16]
-
-
-_NETWORKS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
-
-
-def network_digest(extractor: torch.nn.Module) -> str:
-    """Architecture and pooling (the module tree), weights and preprocessing (every tensor)."""
-    extractor = getattr(extractor, "_orig_mod", extractor)  # torch.compile's wrapper
-    if extractor not in _NETWORKS:
-        tensors = [t for _, t in sorted([*extractor.named_parameters(), *extractor.named_buffers()])]
-        structure = hashlib.sha1(repr(extractor).encode()).hexdigest()[:16]
-        _NETWORKS[extractor] = f"{structure}-{_digest(*tensors)}"
-    return _NETWORKS[extractor]
-
-
-def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[str, Any]:
-    """What defines a run: resuming with any of it changed is an error."""
-    factory = module.optimizer_factory
-    augment = {k: v for k, v in vars(module.augment).items() if isinstance(v, (bool, int, float, str))}
-    return {
-        "image": list(module.image.shape),
-        "content": _digest(module.content),
-        "style": _digest(module.style),
-        "network": network_digest(module.extractor),
-        "seed": seed,
-        "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
-        "layers": [dict(module.content_layers), dict(module.style_layers)],
-        "loss": str(sorted(module.loss_options.items())),
-        "optimizer": f"{getattr(factory, 'func', factory).__name__}{sorted(getattr(factory, 'keywords', {}).items())}",
-        "augment": f"{type(module.augment).__name__}{sorted(augment.items())}",
-        "clamp": module.clamp,
-    }
+    on_slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return [SLURMEnvironment(auto_requeue=False)] if on_slurm else None  # Lightning's own test
 
 
 # --- resume ------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ class Checkpointing(pl.Callback):
             if isinstance(callback, MetricsRecorder):
                 callback.flush(trainer)
         with atomic_path(self.path) as tmp:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state (and no log line asking)
         self._saved_at = trainer.global_step
         log.info("Checkpoint at step %d -> %s", trainer.global_step, self.path)
 

@@ -23,6 +23,7 @@ import errno
 import functools
 import logging
 import math
+import re
 import signal
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def record_failure(cfg: DictConfig, status: str, since: float = 0.0, replace: bo
         path = Path(cfg.paths.output_dir) / "summary.json"
         if not path.exists() or (replace and path.stat().st_mtime < since):
             write_json(path, {"status": status, "final_loss": None, "steps": 0, "image": None})
+        elif path.stat().st_mtime >= since and status.startswith("failed"):  # RunSummary's: say it in our words
+            write_json(path, {**read_json(path), "status": status})
     except Exception as error:  # e.g. the disk is full: the error line says so already
         log.debug("could not write summary.json (%s)", one_line(error))
 
@@ -159,7 +162,8 @@ def disk_full(error: BaseException, output_dir: str) -> DiskFullError | None:
     """A DiskFullError if ``error`` (or one it was raised from or during) is ENOSPC/EDQUOT."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f" writing {Path(error.filename).name}" if error.filename else ""
+            name = re.sub(r"^\.(.+)\.[^.]+\.tmp$", r"\1", Path(str(error.filename2 or error.filename or "")).name)
+            where = f" writing {name}" if name and not name.startswith("tmp") else ""
             return DiskFullError(f"paths.output_dir={output_dir!r}: disk full{where} ({error.strerror}); "
                                  "the last complete files are kept: free space and rerun (resume=auto "
                                  "continues from the last checkpoint)")
