@@ -85,7 +85,7 @@ class ProcessLauncher(Launcher):
                     job.finish()
         shutil.rmtree(exchange, ignore_errors=True)
         if signals:
-            _stopped(signals[0], jobs, waiting, str(self.config.hydra.sweep.dir))
+            stopped(signals[0], len(jobs), len(waiting), str(self.config.hydra.sweep.dir))
         return [job.result for job in jobs]
 
     def _job_config(self, overrides: Sequence[str], num: int) -> DictConfig:
@@ -173,11 +173,10 @@ def _run_job(payload: str, task: tuple[str, str], parent: int) -> None:
         tmp.write_bytes(cloudpickle.dumps(result))
 
 
-def _stopped(signum: int, jobs: list[Job], waiting: list[Job], sweep_dir: str) -> None:
+def stopped(signum: int, total: int, not_started: int, sweep_dir: str) -> None:
     """After a stop signal: one line that says what stopped, and exit 128 + signal."""
     from nst_exp.runtime.task import report
 
-    started = len(jobs) - len(waiting)
-    report(f"interrupted by {signal.Signals(signum).name}: {started} of {len(jobs)} jobs started, "
-           f"{len(waiting)} not; the same command with hydra.sweep.dir={sweep_dir} continues them")
+    report(f"interrupted by {signal.Signals(signum).name}: {total - not_started} of {total} jobs started, "
+           f"{not_started} not; the same command with hydra.sweep.dir={sweep_dir} continues them")
     sys.exit(128 + signum)

@@ -35,6 +35,7 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
 RESUME_MODES = ("auto", True, False)
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+LAUNCHER_PID = "NST_LAUNCHER_PID"  # set for its jobs by a launcher that runs them in other processes
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
 
 
@@ -100,6 +102,7 @@ def stop_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    watch_launcher()
     previous = {}
     for name in STOP_SIGNALS:
         signum = getattr(signal, name)
@@ -157,11 +160,37 @@ def forward_stop_signals(children: Callable[[], Iterable[int]]) -> Iterator[list
         return
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)
                 if signal.getsignal(signum) is not signal.SIG_IGN}
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the jobs: see watch_launcher
     try:
         yield seen
     finally:
+        os.environ.pop(LAUNCHER_PID, None)
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def watch_launcher() -> None:
+    """In a job started by a launcher process: stop (SIGTERM to itself) once the launcher is gone.
+
+    For jobs that are not the launcher's direct children (submitit's local jobs run under a
+    controller process), where prctl's parent-death signal cannot reach. Polls once a second.
+    """
+    pid = int(os.environ.get(LAUNCHER_PID) or 0)
+    if pid in (0, os.getpid()) or any(t.name == "nst-launcher-watch" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="nst-launcher-watch", daemon=True).start()
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -299,13 +328,19 @@ class Checkpointing(pl.Callback):
         log.info("Resumed at step %d of %d", trainer.global_step, trainer.max_steps)
 
     # --- when to save ----------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._stop_if_asked(trainer)  # a signal that came after this hook ran at the last step's end
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if _Stop.received is not None:  # every job of a batch saves in on_exception
-            raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
-                              f"{trainer.global_step}; {self.path} continues it")
+        self._stop_if_asked(trainer)
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 \
                 and trainer.global_step < trainer.max_steps:
             self.save(trainer)
+
+    def _stop_if_asked(self, trainer: pl.Trainer) -> None:
+        if _Stop.received is not None:  # every job of a batch saves in on_exception
+            raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
+                              f"{trainer.global_step}; {self.path} continues it")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Both are raised only between steps, so the state is consistent; any other exception

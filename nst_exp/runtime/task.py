@@ -209,13 +209,14 @@ DONE = ("ok", "diverged")
 def job_statuses(sweep_dir: Path) -> dict[str, str]:
     """``{job subdir: summary status}`` for every Hydra job dir under ``sweep_dir``."""
     statuses = {}
-    for hydra_dir in sorted(sweep_dir.glob("**/.hydra")):
-        summary = hydra_dir.parent / "summary.json"
+    # a job killed before Hydra wrote its .hydra/ has only the summary its launcher wrote for it
+    job_dirs = {p.parent for p in sweep_dir.glob("**/.hydra")} | {p.parent for p in sweep_dir.glob("*/summary.json")}
+    for job_dir in sorted(job_dirs):
         try:
-            status = str(read_json(summary).get("status"))
+            status = str(read_json(job_dir / "summary.json").get("status"))
         except (OSError, ValueError):
             status = "no summary.json (the job crashed)"
-        statuses[str(hydra_dir.parent.relative_to(sweep_dir))] = status
+        statuses[str(job_dir.relative_to(sweep_dir))] = status
     return statuses
 
 
