@@ -96,7 +96,7 @@ class BatchedLauncher(Launcher):
     def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
         """Set up each job in its own Hydra context, then train them all as one batch."""
         from nst_exp.batched.batch import Job, prepare_job, train_batch
-        from nst_exp.runtime.task import record_failure, task_wrapper
+        from nst_exp.runtime.task import record_failure, run_interruptible, task_wrapper
 
         jobs: dict[int, Job] = {}
         # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
@@ -107,7 +107,7 @@ class BatchedLauncher(Launcher):
         ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]
         handlers = _job_log_files([Path(jobs[n].cfg.paths.output_dir) for n in ready[:-1]])  # the last has one
         try:
-            summaries = train_batch([jobs[n] for n in ready])
+            summaries = run_interruptible(train_batch, [jobs[n] for n in ready])  # SIGTERM: all checkpoint
             for n, summary in zip(ready, summaries):
                 returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
         except Exception as error:

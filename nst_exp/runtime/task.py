@@ -125,7 +125,7 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
                 raise
             record_failure(cfg, "interrupted", started, replace=fresh)
             finish_wandb(failed=True)
-            report("interrupted" + ("" if code == EXIT_SIGINT else f" by {signal.Signals(code - 128).name}"))
+            report(_interrupted(code))
             hand_on_signal()  # SIGUSR1/2 under submitit: it requeues the job
             raise SystemExit(code) from None
         except Exception as error:
@@ -144,6 +144,25 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
             return None
 
     return wrapped
+
+
+def run_interruptible(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work`` (e.g. a batch of sweep jobs, outside any one job's task_wrapper) under the stop
+    signals' contract: Ctrl-C/SIGTERM let the step finish, every job checkpoints and says
+    ``interrupted``, then one line and exit 128 + signal."""
+    try:
+        with stop_signals():
+            return work(*args)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = interrupt_code(stop)
+        if code is None:
+            raise
+        report(_interrupted(code))
+        raise SystemExit(code) from None
+
+
+def _interrupted(code: int) -> str:
+    return "interrupted" + ("" if code == EXIT_SIGINT else f" by {signal.Signals(code - 128).name}")
 
 
 def _claim(cfg: DictConfig) -> bool:
