@@ -70,11 +70,11 @@ class ContainedLocalLauncher(LocalLauncher):
             with open_dict(config):
                 config.hydra.job.num = initial_job_idx + offset
             job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            if not signals:
+            summary = _read(job_dir / "summary.json")
+            if summary is None and not signals:
                 record_failure(OmegaConf.create({"paths": {"output_dir": str(job_dir)}}),
                                "failed: its process died without a result (killed? out of memory?); see "
-                               f"{config.hydra.sweep.dir}/.submitit/", replace=False)
-            summary = _read(job_dir / "summary.json")
+                               f"{config.hydra.sweep.dir}/.submitit/")
             result = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
                                task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
             result.return_value = metric(summary, str(config.get("optimized_metric") or "final_loss"))

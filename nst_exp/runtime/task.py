@@ -99,7 +99,7 @@ def record_failure(cfg: DictConfig, status: str, since: float = 0.0, replace: bo
         path = Path(cfg.paths.output_dir) / "summary.json"
         if not path.exists() or (replace and path.stat().st_mtime < since):
             write_json(path, {"status": status, "final_loss": None, "steps": 0, "image": None})
-        elif path.stat().st_mtime >= since and status.startswith("failed"):  # RunSummary's: say it in our words
+        elif since and path.stat().st_mtime >= since and status.startswith("failed"):  # RunSummary's, in our words
             write_json(path, {**read_json(path), "status": status})
     except Exception as error:  # e.g. the disk is full: the error line says so already
         log.debug("could not write summary.json (%s)", one_line(error))
