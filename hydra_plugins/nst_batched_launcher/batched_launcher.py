@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, open_dict, read_write
+
+from hydra_plugins.nst_process_launcher.base import SweepLauncher
 
 log = logging.getLogger(__name__)
 
 
-class BatchedLauncher(Launcher):
+class BatchedLauncher(SweepLauncher):
     """Run batchable jobs as batches (nst_exp.batched.batch), the rest one after another."""
 
     def __init__(self, max_batch: int = 8) -> None:
@@ -35,18 +35,10 @@ class BatchedLauncher(Launcher):
         if int(max_batch) < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch!r} must be >= 1")
         self.max_batch = int(max_batch)
-        self.config: DictConfig | None = None
-        self.task_function: TaskFunction | None = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
+        self.begin()
         assert self.config is not None and self.hydra_context is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for offset, overrides in enumerate(job_overrides):
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))

@@ -38,15 +38,16 @@ from typing import Any
 
 import cloudpickle
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hydra_plugins.nst_process_launcher.base import SweepLauncher
 
 log = logging.getLogger(__name__)
 
 
-class ProcessLauncher(Launcher):
+class ProcessLauncher(SweepLauncher):
     """Run up to ``n_jobs`` sweep jobs at once, each in its own process (see the module docstring).
 
     Keys of joblib's schema that only concern its pool (backend, prefer, ...) are accepted and unused.
@@ -55,20 +56,11 @@ class ProcessLauncher(Launcher):
     def __init__(self, n_jobs: int = -1, **unused: Any) -> None:
         super().__init__()
         self.n_jobs = int(n_jobs)
-        self.config: DictConfig | None = None
-        self.task_function: TaskFunction | None = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nst_exp.runtime.checkpoint import forward_stop_signals
 
-        setup_globals()
-        assert self.config is not None and self.hydra_context is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        sweep_dir = self.begin()
         n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
         log.info("Launching %d jobs, %d at a time, each in its own process", len(job_overrides), n_jobs)
         jobs = [Job(self._job_config(overrides, initial_job_idx + n), overrides)
@@ -85,7 +77,7 @@ class ProcessLauncher(Launcher):
                     job.finish()
         shutil.rmtree(exchange, ignore_errors=True)
         if signals:
-            stopped(signals[0], len(jobs), len(waiting), str(self.config.hydra.sweep.dir))
+            stopped(signals[0], len(jobs), len(waiting), str(sweep_dir))
         return [job.result for job in jobs]
 
     def _job_config(self, overrides: Sequence[str], num: int) -> DictConfig:
