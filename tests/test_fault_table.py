@@ -236,3 +236,19 @@ def test_resume_passes_weights_only_so_lightning_says_nothing(interrupted: Path,
     summary = train(compose_cfg(*RUN, output_dir=interrupted))
     assert summary["status"] == "ok" and summary["steps"] == 10
     assert not [r for r in caplog.records if "weights_only" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_wandb_online_without_a_network_gives_up_after_init_timeout(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B's own default waits 90 s per job; the logger is skipped with a warning after init_timeout."""
+    import time
+
+    from nst_exp.engine.loggers import wandb_logger
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    assert wandb_logger(str(tmp_path / "wandb"), mode="online", init_timeout=3) is None
+    assert time.monotonic() - start < 3 + 30
