@@ -180,15 +180,9 @@ def watch_launcher() -> None:
         return
 
     def watch() -> None:
-        while True:
+        while _alive(pid):
             time.sleep(1.0)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            except PermissionError:
-                pass
+        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="nst-launcher-watch", daemon=True).start()
 
@@ -205,6 +199,20 @@ def die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(0)
 
 
 def lightning_plugins() -> list[Any] | None:
