@@ -68,7 +68,7 @@ class ProcessLauncher(SweepLauncher):
         waiting, running = list(jobs), []
         exchange = Path(tempfile.mkdtemp(prefix="nst-jobs-"))
         with forward_stop_signals(lambda: [job.process.pid for job in running if job.process.pid]) as signals:
-            while waiting or running:
+            while running or (waiting and not signals):
                 while waiting and len(running) < n_jobs and not signals:
                     running.append(waiting.pop(0).start(self.hydra_context, self.task_function, exchange))
                 wait([job.process.sentinel for job in running], timeout=1.0)
