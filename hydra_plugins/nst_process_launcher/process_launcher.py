@@ -42,7 +42,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.nst_process_launcher.base import SweepLauncher
+from hydra_plugins.nst_process_launcher.base import SweepLauncher, die_with_parent, forward_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ class ProcessLauncher(SweepLauncher):
         self.n_jobs = int(n_jobs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nst_exp.runtime.checkpoint import forward_stop_signals
-
         sweep_dir = self.begin()
         n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
         log.info("Launching %d jobs, %d at a time, each in its own process", len(job_overrides), n_jobs)
@@ -150,7 +148,6 @@ def _run_job(payload: str, task: tuple[str, str], parent: int) -> None:
     ``@hydra.main`` wraps it, so it is unwrapped to the function Hydra runs.
     """
     from nst_exp.core.files import atomic_path
-    from nst_exp.runtime.checkpoint import die_with_parent
 
     os.setpgid(0, 0)
     die_with_parent(parent)

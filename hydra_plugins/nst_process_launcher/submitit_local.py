@@ -25,6 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+from hydra_plugins.nst_process_launcher.base import forward_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ class ContainedLocalLauncher(LocalLauncher):
     """submitit's local launcher whose sweep survives a dead job and passes on stop signals."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nst_exp.runtime.checkpoint import forward_stop_signals
-
         with forward_stop_signals(submitit_children) as signals:
             try:
                 return super().launch(job_overrides, initial_job_idx)

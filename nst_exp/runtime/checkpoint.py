@@ -25,11 +25,13 @@ Lightning's pieces, and where they do not fit:
   the signal handler, i.e. mid-step and non-atomically, and requeues with scontrol; our SLURM
   launcher (submitit) requeues already, so two handlers would requeue twice. It is turned off
   (``lightning_plugins``); USR1/2 checkpoint after the step, then go to submitit's handler.
+
+Launchers that run jobs in other processes pass SIGTERM/Ctrl-C on to them (their side:
+hydra_plugins/nst_process_launcher/base.py); a job stops by itself when its launcher is gone.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random
@@ -37,7 +39,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -93,28 +95,33 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def stop_signals() -> Iterator[None]:
-    """Handle the stop signals for the duration of one job (main thread only, as Python requires).
+def handling(signums: Iterable[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[dict[int, Any]]:
+    """``handler`` for each signal not ignored (main thread only, as Python requires), then the old ones.
 
     A signal ignored by the parent (SIGINT of a ``&`` background job, nohup) stays ignored.
     """
-    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring = None, False, 0
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    watch_launcher()
     previous = {}
-    for name in STOP_SIGNALS:
-        signum = getattr(signal, name)
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, _on_stop_signal)
-    _Stop.previous = previous
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, handler) for signum in signums
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
-        yield
+        yield previous
     finally:
-        _Stop.deferring = 0
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """Handle the stop signals for the duration of one job."""
+    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring = None, False, 0
+    watch_launcher()
+    with handling([getattr(signal, name) for name in STOP_SIGNALS], _on_stop_signal) as previous:
+        _Stop.previous = previous
+        try:
+            yield
+        finally:
+            _Stop.deferring = 0
 
 
 def interrupt_code(stop: BaseException) -> int | None:
@@ -139,36 +146,7 @@ def hand_on_signal() -> None:
         handler(signum, None)
 
 
-# --- sweeps whose jobs run in child processes ----------------------------------------------------
-@contextmanager
-def forward_stop_signals(children: Callable[[], Iterable[int]]) -> Iterator[list[int]]:
-    """In a launcher: pass SIGTERM/SIGINT on to every running job (``children()`` gives their PIDs).
-
-    Each job then checkpoints after its step and stops as ``interrupted``; the launcher waits
-    for them, starts no new job, and exits 128 + signal. The list yielded holds the signals seen.
-    """
-    seen: list[int] = []
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        seen.append(signum)
-        for pid in children():
-            with suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)
-                if signal.getsignal(signum) is not signal.SIG_IGN}
-    os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the jobs: see watch_launcher
-    try:
-        yield seen
-    finally:
-        os.environ.pop(LAUNCHER_PID, None)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
+# --- sweeps whose jobs run in other processes (the launcher side: hydra_plugins/nst_process_launcher) ---
 def watch_launcher() -> None:
     """In a job started by a launcher process: stop (SIGTERM to itself) once the launcher is gone.
 
@@ -185,20 +163,6 @@ def watch_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="nst-launcher-watch", daemon=True).start()
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a job's own process: get SIGTERM (checkpoint, stop) when the launcher dies, even by kill -9.
-
-    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
