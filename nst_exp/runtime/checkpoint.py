@@ -281,9 +281,11 @@ class Checkpointing(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: StyleTransferModule, stage: str) -> None:
         self._trainer, self._module = trainer, pl_module
         self._fingerprint = fingerprint(pl_module, self.seed)  # before Lightning moves it to the device
-        _Stop.deferring += 1
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _Stop.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _Stop.deferring = max(0, _Stop.deferring - 1)  # (not called after an exception: see there)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
