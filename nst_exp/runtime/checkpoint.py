@@ -303,18 +303,16 @@ class Checkpointing(pl.Callback):
 
     # --- when to save ----------------------------------------------------------------------
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._stop_if_asked(trainer)  # a signal that came after this hook ran at the last step's end
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._stop_if_asked(trainer)
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 \
-                and trainer.global_step < trainer.max_steps:
-            self.save(trainer)
-
-    def _stop_if_asked(self, trainer: pl.Trainer) -> None:
+        # Before the next step rather than after the last: every job of a batch has then seen
+        # the last step's end (metrics, snapshots), and the state is that step's end.
         if _Stop.received is not None:  # every job of a batch saves in on_exception
             raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
                               f"{trainer.global_step}; {self.path} continues it")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 \
+                and trainer.global_step < trainer.max_steps:
+            self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Both are raised only between steps, so the state is consistent; any other exception
