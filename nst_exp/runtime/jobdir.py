@@ -33,7 +33,7 @@ _held: dict[Path, IO[str]] = {}  # this process's locks, by resolved dir
 
 def claim(directory: str | Path, field: str = "paths.output_dir") -> None:
     """Lock ``directory`` for this process (idempotent), or raise OutputDirError naming the holder."""
-    path = Path(directory).absolute()
+    path = Path(os.path.realpath(directory))  # one key however the dir is spelt (.., symlinks)
     if path in _held:
         return
     path.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def claim(directory: str | Path, field: str = "paths.output_dir") -> None:
 
 def release(directory: str | Path) -> None:
     """Drop this process's lock on ``directory`` (a sweep's next job may reuse the process)."""
-    handle = _held.pop(Path(directory).absolute(), None)
+    handle = _held.pop(Path(os.path.realpath(directory)), None)
     if handle is not None:
         handle.close()
 
