@@ -75,6 +75,7 @@ class _Stop:
     """The process's stop request: the first signal, and who is waiting for a step to end."""
 
     received: int | None = None
+    active = False  # inside stop_signals: ``received`` belongs to the job running now
     ctrl_c_twice = False
     deferring = 0  # Checkpointing callbacks inside fit: they stop the run at the end of a step
     previous: dict[int, Any] = {}
@@ -114,14 +115,14 @@ def handling(signums: Iterable[int], handler: Callable[[int, FrameType | None], 
 @contextmanager
 def stop_signals() -> Iterator[None]:
     """Handle the stop signals for the duration of one job."""
-    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring = None, False, 0
+    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring, _Stop.active = None, False, 0, True
     watch_launcher()
     with handling([getattr(signal, name) for name in STOP_SIGNALS], _on_stop_signal) as previous:
         _Stop.previous = previous
         try:
             yield
         finally:
-            _Stop.deferring = 0
+            _Stop.deferring, _Stop.active = 0, False
 
 
 def interrupt_code(stop: BaseException) -> int | None:
@@ -305,7 +306,7 @@ class Checkpointing(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Before the next step rather than after the last: every job of a batch has then seen
         # the last step's end (metrics, snapshots), and the state is that step's end.
-        if _Stop.received is not None:  # every job of a batch saves in on_exception
+        if _Stop.active and _Stop.received is not None:  # every job of a batch saves in on_exception
             raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
                               f"{trainer.global_step}; {self.path} continues it")
 
