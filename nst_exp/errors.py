@@ -34,3 +34,11 @@ class OutputDirError(UserError, OSError):
 
 class ReportError(UserError, ValueError):
     """The directory is not a multirun directory; the message names it."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint to resume cannot be read or is incomplete; the message names the file."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write ran out of space; the message names the output dir (earlier complete files stay)."""

@@ -21,12 +21,13 @@ from nst_exp.core.files import read_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
-from nst_exp.runtime.checkpoint import find_checkpoint
+from nst_exp.runtime.checkpoint import find_checkpoint, lightning_plugins
 from nst_exp.runtime.choices import check_group_choices
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
 from nst_exp.runtime.resolvers import register_resolvers
 from nst_exp.runtime.task import EXIT_USER_ERROR, metric, one_line, report, task_wrapper
+from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes; launcher workers import this module too
@@ -35,15 +36,17 @@ quiet_third_party()
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg``, optimise, and return the job's summary.json."""
+    check_config(cfg)  # before anything uses a value (seed_everything refuses some seeds with a traceback)
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg)
     checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
-    trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False,
+                            plugins=lightning_plugins())
     log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
     failed = True
     try:
-        trainer.fit(module, ckpt_path=checkpoint)
+        trainer.fit(module, ckpt_path=checkpoint, weights_only=True)
         failed = False
     finally:
         finish_wandb(failed)

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, open_dict, read_write
+
+from hydra_plugins.nst_process_launcher.base import SweepLauncher
 
 log = logging.getLogger(__name__)
 
 
-class BatchedLauncher(Launcher):
+class BatchedLauncher(SweepLauncher):
     """Run batchable jobs as batches (nst_exp.batched.batch), the rest one after another."""
 
     def __init__(self, max_batch: int = 8) -> None:
@@ -35,18 +35,10 @@ class BatchedLauncher(Launcher):
         if int(max_batch) < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch!r} must be >= 1")
         self.max_batch = int(max_batch)
-        self.config: DictConfig | None = None
-        self.task_function: TaskFunction | None = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
+        self.begin()
         assert self.config is not None and self.hydra_context is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for offset, overrides in enumerate(job_overrides):
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -96,7 +88,7 @@ class BatchedLauncher(Launcher):
     def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
         """Set up each job in its own Hydra context, then train them all as one batch."""
         from nst_exp.batched.batch import Job, prepare_job, train_batch
-        from nst_exp.runtime.task import record_failure, task_wrapper
+        from nst_exp.runtime.task import record_failure, run_interruptible, task_wrapper
 
         jobs: dict[int, Job] = {}
         # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
@@ -107,7 +99,7 @@ class BatchedLauncher(Launcher):
         ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]
         handlers = _job_log_files([Path(jobs[n].cfg.paths.output_dir) for n in ready[:-1]])  # the last has one
         try:
-            summaries = train_batch([jobs[n] for n in ready])
+            summaries = run_interruptible(train_batch, [jobs[n] for n in ready])  # SIGTERM: all checkpoint
             for n, summary in zip(ready, summaries):
                 returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
         except Exception as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,3 +53,24 @@ def write_text(path: str | Path, text: str) -> None:
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON object written by ``write_json``."""
     return json.loads(Path(path).read_text())
+
+
+def input_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an input file, or None if it is a regular file.
+
+    FIFOs and devices are refused before anything opens them: reading one blocks forever or
+    never ends. A symlink or directory loop is named as such, not as a missing file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as error:  # ELOOP, EACCES, ENOTDIR, ...
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory, expected a file"
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        return f"is {kind}, not a regular file (reading it could block forever)"
+    return None

@@ -11,17 +11,16 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from nst_exp.core.files import atomic_path
+from nst_exp.core.files import atomic_path, input_file_problem
 from nst_exp.errors import ImageError
 
 
 def load_image(path: str | Path, field: str) -> Image.Image:
     """Open ``path`` as upright 8-bit RGB, or raise ImageError naming ``field``."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise ImageError(f"{field}={str(path)!r}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{field}={str(path)!r}: is a directory, expected an image file")
+    problem = input_file_problem(path)
+    if problem:
+        raise ImageError(f"{field}={str(path)!r}: {problem}")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; max_image_pixels is a limit.
@@ -52,11 +51,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def fitted_size(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
+    """``size`` scaled so its longer side is ``long_edge`` px, keeping the aspect ratio."""
+    w, h = size
+    scale = long_edge / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def fit_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
     """Resize so the longer side is ``long_edge`` px, keeping the aspect ratio."""
-    w, h = img.size
-    scale = long_edge / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = fitted_size(img.size, long_edge)
     return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
 
 
@@ -98,9 +102,37 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | No
 
 
 def _load_resized(path: str, field: str, long_edge: int, min_edge: int, why: str, stage: str) -> Image.Image:
-    """``path`` read and resized to ``long_edge``, checked for ``min_edge`` before and after."""
+    """``path`` read and resized to ``long_edge``, checked for ``min_edge`` before and after.
+
+    The pixel limit applies to the resized size too, checked before resizing allocates it.
+    """
     source = check_size(load_image(path, field), field, path, min_edge, why)
+    w, h = fitted_size(source.size, long_edge)
+    if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+        raise ImageError(f"{field}={str(path)!r}: {w}x{h} px{stage} ({w * h} pixels) exceeds "
+                         f"max_image_pixels={Image.MAX_IMAGE_PIXELS}; use a smaller size, or raise the limit")
+    need, free = w * h * BYTES_PER_PIXEL, available_memory()
+    if free is not None and need > free:
+        raise ImageError(f"{field}={str(path)!r}: {w}x{h} px{stage} needs about {need / 2**30:.1f} GiB "
+                         f"(estimated), {free / 2**30:.1f} GiB of memory is available; use a smaller size")
     return check_size(fit_long_edge(source, long_edge), field, path, min_edge, why, stage)
+
+
+# A lower bound of what a step costs per pixel: VGG's first block alone keeps four 64-channel
+# float32 maps (two convs, two ReLUs) for the backward pass.
+BYTES_PER_PIXEL = 4 * 64 * 4
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,

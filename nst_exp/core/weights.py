@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nst_exp.core.features import VGG_CONFIGS, VGGFeatures, conv_indices
+from nst_exp.core.files import input_file_problem
 from nst_exp.errors import WeightsError, WeightsMismatch
 
 TORCHVISION_URLS = {
@@ -165,8 +166,9 @@ def torchvision_state_dict(arch: str) -> dict[str, Tensor]:
 
 def local_state_dict(path: Path) -> dict[str, Tensor]:
     """A plain state dict from disk; full torchvision checkpoints (with classifier) are fine."""
-    if not path.is_file():
-        raise WeightsError(f"model.weights={str(path)!r}: no such file "
+    problem = input_file_problem(path)
+    if problem:
+        raise WeightsError(f"model.weights={str(path)!r}: {problem} "
                            "(expected caffe, torchvision, random or a .pth path)")
     return _torch_load(path, f"model.weights={str(path)!r}")
 

@@ -49,7 +49,8 @@ def job_overrides() -> dict[str, str]:
 def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = None,
                  run_config: dict[str, Any] | None = None, tags: list[str] | None = None,
                  group: str | None = None, name: str | None = None, id: str | None = None,
-                 reinit: str = "finish_previous", job_type: str | None = None) -> Logger | None:
+                 reinit: str = "finish_previous", job_type: str | None = None,
+                 init_timeout: float = 20.0) -> Logger | None:
     """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
 
     W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
@@ -57,17 +58,21 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
     defaults to ``default_job_type()``, ``group``/``name`` to ``job_identity()``. ``id`` continues
     an existing run (a resumed job), else W&B makes a new one. A batched sweep
     (nst_exp/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
+    Online without a network, W&B waits ``init_timeout`` seconds (its own default: 90 per job)
+    before giving up; then the run goes on without it, as above.
     """
     mode = mode or os.environ.get("WANDB_MODE", "offline")
     default_group, default_name = job_identity()
     try:
+        import wandb
         from pytorch_lightning.loggers import WandbLogger
 
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, config=run_config,
                              tags=list(tags or []), group=group or default_group,
                              name=name or default_name, id=id, reinit=reinit,
-                             job_type=job_type or default_job_type())
+                             job_type=job_type or default_job_type(),
+                             settings=wandb.Settings(init_timeout=float(init_timeout)))
         _ = logger.experiment  # start the run now, so failures surface here
         return logger
     except Exception as error:

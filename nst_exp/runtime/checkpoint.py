@@ -1,29 +1,52 @@
-"""Survive preemption: checkpoint a run between steps and continue it in the same job dir.
+"""Stop signals, checkpoints and resume: everything that lets a run be stopped and continued.
 
-A checkpoint is Lightning's own (image, optimizer state incl. L-BFGS history, loop counters,
-callback states such as the metrics rows so far) plus the RNG states and the W&B run id,
-written atomically to ``<job dir>/checkpoint.ckpt``:
-- every ``checkpoint_every`` steps;
-- after the current step when the job gets SIGTERM (Lightning stops between steps), SIGUSR1/2
-  (SLURM's warning before a time limit; submitit then requeues the job) or Ctrl-C.
-Starting the same job dir again (``resume=auto``, the default) continues from it; L-BFGS's
-evaluation cache is not saved: it is recomputed, bit for bit, on the first step.
+The contract (what the user sees is in docs/troubleshooting.md):
+- SIGTERM, Ctrl-C (SIGINT), SIGUSR1/2 (SLURM's warning before a time limit) during training:
+  the current step finishes, ``checkpoint.ckpt`` is written atomically, the run stops as
+  ``interrupted`` (exit 128 + signal). A second Ctrl-C stops at once (the last checkpoint
+  stands). Outside training (loading images, weights) any of them stops at once.
+- A checkpoint is also written every ``checkpoint_every`` steps. It is Lightning's own
+  (image, optimizer state incl. L-BFGS history, loop counters, callback states such as the
+  metrics rows) plus the RNG states, the W&B run id and a fingerprint of the run.
+- Starting the same job dir again (``resume=auto``) continues from it, only if the fingerprint
+  matches (objective, optimiser, network: architecture, pooling, weights, preprocessing; image
+  size, seed), the file reads back whole, and ``steps`` is not below its step; else one line.
+
+Lightning's pieces, and where they do not fit:
+- ``trainer.save_checkpoint`` / ``fit(ckpt_path=...)``: used; we choose when and where to write.
+- Its SIGTERM connector: used (chained): it stops the loop between steps (SIGTERMException).
+- ``ModelCheckpoint``: writes in place (a kill during the write leaves a truncated file, the
+  fault this module exists to survive); we write to a temp file and rename.
+- ``OnExceptionCheckpoint``: saves on *any* exception, also one raised mid-step (a second
+  Ctrl-C inside an L-BFGS line search, a bug), whose state is no step's end; and as a
+  ``Checkpoint`` it needs ``enable_checkpointing=True``, which adds a default ModelCheckpoint
+  to every trainer without one. We save only on the exceptions raised between steps.
+- ``SLURMEnvironment`` auto-requeue: its USR1 handler saves ``hpc_ckpt_N.ckpt`` from inside
+  the signal handler, i.e. mid-step and non-atomically, and requeues with scontrol; our SLURM
+  launcher (submitit) requeues already, so two handlers would requeue twice. It is turned off
+  (``lightning_plugins``); USR1/2 checkpoint after the step, then go to submitit's handler.
+
+Launchers that run jobs in other processes pass SIGTERM/Ctrl-C on to them (their side:
+hydra_plugins/nst_process_launcher/base.py); a job stops by itself when its launcher is gone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
+import os
 import random
 import signal
 import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -31,41 +54,165 @@ from nst_exp.core.files import atomic_path
 from nst_exp.engine.callbacks import MetricsRecorder
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
-from nst_exp.errors import ConfigError
+from nst_exp.errors import CheckpointError, ConfigError
+from nst_exp.runtime.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
 RESUME_MODES = ("auto", True, False)
-DEFERRED_SIGNALS = ("SIGINT", "SIGUSR1", "SIGUSR2")  # SIGTERM is deferred by Lightning itself
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+LAUNCHER_PID = "NST_LAUNCHER_PID"  # set for its jobs by a launcher that runs them in other processes
+REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
 
 
 class Interrupted(KeyboardInterrupt):
-    """The run stopped on a signal after checkpointing (a KeyboardInterrupt, so Lightning and
+    """The run stopped on a signal between steps (a KeyboardInterrupt, so Lightning and
     RunSummary treat it as a graceful interruption, not a failure)."""
 
 
-def _digest(tensor: torch.Tensor | None) -> str | None:
-    if tensor is None:
-        return None
-    return hashlib.sha1(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+# --- signals ---------------------------------------------------------------------------------
+class _Stop:
+    """The process's stop request: the first signal, and who is waiting for a step to end."""
+
+    received: int | None = None
+    active = False  # inside stop_signals: ``received`` belongs to the job running now
+    ctrl_c_twice = False
+    deferring = 0  # Checkpointing callbacks inside fit: they stop the run at the end of a step
+    previous: dict[int, Any] = {}
 
 
-def fingerprint(module: StyleTransferModule) -> dict[str, Any]:
-    """What defines a run's objective and optimiser: resuming with any of it changed is an error."""
-    factory = module.optimizer_factory
-    augment = {k: v for k, v in vars(module.augment).items() if isinstance(v, (bool, int, float, str))}
-    return {
-        "image": list(module.image.shape),
-        "content": _digest(module.content),
-        "style": _digest(module.style),
-        "network": _digest(next(iter(module.extractor.buffers()), None)),
-        "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
-        "layers": [dict(module.content_layers), dict(module.style_layers)],
-        "loss": str(sorted(module.loss_options.items())),
-        "optimizer": f"{getattr(factory, 'func', factory).__name__}{sorted(getattr(factory, 'keywords', {}).items())}",
-        "augment": f"{type(module.augment).__name__}{sorted(augment.items())}",
-        "clamp": module.clamp,
-    }
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """Note the signal; stop at once unless a step is running that should finish first."""
+    first = _Stop.received is None
+    _Stop.received = signum if first else _Stop.received
+    again = signum == signal.SIGINT and _Stop.ctrl_c_twice
+    _Stop.ctrl_c_twice = _Stop.ctrl_c_twice or signum == signal.SIGINT
+    if _Stop.deferring and not again:
+        if first:
+            log.warning("%s: checkpointing after this step, then stopping%s", signal.Signals(signum).name,
+                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+        return  # in fit, Lightning's own SIGTERM handler runs too (it chains this one)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handling(signums: Iterable[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[dict[int, Any]]:
+    """``handler`` for each signal not ignored (main thread only, as Python requires), then the old ones.
+
+    A signal ignored by the parent (SIGINT of a ``&`` background job, nohup) stays ignored.
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, handler) for signum in signums
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        yield previous
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """Handle the stop signals for the duration of one job."""
+    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring, _Stop.active = None, False, 0, True
+    watch_launcher()
+    with handling([getattr(signal, name) for name in STOP_SIGNALS], _on_stop_signal) as previous:
+        _Stop.previous = previous
+        try:
+            yield
+        finally:
+            _Stop.deferring, _Stop.active = 0, False
+
+
+def interrupt_code(stop: BaseException) -> int | None:
+    """128 + the signal that stopped the job, or None if ``stop`` is no interruption.
+
+    (Lightning turns a KeyboardInterrupt during fit into ``sys.exit(1)``.)
+    """
+    if _Stop.received is not None:
+        return 128 + _Stop.received
+    if isinstance(stop, SIGTERMException):
+        return 128 + signal.SIGTERM
+    if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return None
+
+
+def hand_on_signal() -> None:
+    """After the job has stopped, give SIGUSR1/2 to whoever had them (submitit: requeue the job)."""
+    signum = _Stop.received
+    handler = _Stop.previous.get(signum) if signum in (signal.SIGUSR1, signal.SIGUSR2) else None
+    if callable(handler):
+        handler(signum, None)
+
+
+# --- sweeps whose jobs run in other processes (the launcher side: hydra_plugins/nst_process_launcher) ---
+def watch_launcher() -> None:
+    """In a job started by a launcher process: stop (SIGTERM to itself) once the launcher is gone.
+
+    For jobs that are not the launcher's direct children (submitit's local jobs run under a
+    controller process), where prctl's parent-death signal cannot reach. Polls once a second.
+    """
+    pid = int(os.environ.get(LAUNCHER_PID) or 0)
+    if pid in (0, os.getpid()) or any(t.name == "nst-launcher-watch" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="nst-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(0)
+
+
+def lightning_plugins() -> list[Any] | None:
+    """On SLURM, Lightning's environment without its requeue handler (see the module docstring)."""
+    on_slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return [SLURMEnvironment(auto_requeue=False)] if on_slurm else None  # Lightning's own test
+
+
+# --- resume ------------------------------------------------------------------------------------
+def resume_mode(cfg: DictConfig) -> Any:
+    mode = cfg.get("resume", "auto")
+    if mode not in RESUME_MODES:
+        raise ConfigError(f"resume={mode!r} is not one of [auto, true, false]")
+    return mode
+
+
+def will_resume(cfg: DictConfig) -> bool:
+    """Whether this job continues a checkpoint in its dir (so nothing there may be replaced)."""
+    return resume_mode(cfg) is not False and (Path(cfg.paths.output_dir) / CHECKPOINT_NAME).exists()
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, or a CheckpointError naming it (truncated, empty, foreign)."""
+    hint = "pass resume=false to start over (it is moved aside), or another output dir"
+    try:
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"resume: {path} cannot be read ({reason}), truncated by a crash?; {hint}") from None
+    missing = [key for key in REQUIRED_KEYS if key not in (saved if isinstance(saved, dict) else {})]
+    if not missing and Checkpointing.__qualname__ not in saved["callbacks"]:
+        missing = [f"callbacks.{Checkpointing.__qualname__}"]
+    if missing:
+        raise CheckpointError(f"resume: {path} is not a complete nst-exp checkpoint (no {', '.join(missing)}); {hint}")
+    return saved
 
 
 def find_checkpoint(cfg: DictConfig, module: StyleTransferModule) -> Path | None:
@@ -73,23 +220,24 @@ def find_checkpoint(cfg: DictConfig, module: StyleTransferModule) -> Path | None
 
     Also points ``cfg.logger.wandb.id`` at the checkpoint's W&B run, so its history continues.
     """
-    mode = cfg.get("resume", "auto")
-    if mode not in RESUME_MODES:
-        raise ConfigError(f"resume={mode!r} is not one of [auto, true, false]")
+    mode = resume_mode(cfg)
     path = Path(cfg.paths.output_dir) / CHECKPOINT_NAME
     if mode is False:
         return None
-    if not path.is_file():
+    if not path.exists():
         if mode is True:
             raise ConfigError(f"resume=true but there is no {path} to continue from")
         return None
-    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    saved = read_checkpoint(path)
     state = saved["callbacks"][Checkpointing.__qualname__]
-    current = fingerprint(module)
-    changed = [key for key in current if state["fingerprint"].get(key) != current[key]]
+    current = fingerprint(module, cfg.get("seed"))
+    changed = [key for key in current if state.get("fingerprint", {}).get(key) != current[key]]
     if changed:
         raise ConfigError(f"resume: {path} is of a different run ({', '.join(changed)} changed); "
                           "pass resume=false to start over, or another output dir")
+    if saved["global_step"] > cfg.steps:
+        raise ConfigError(f"steps={cfg.steps}: {path} is already at step {saved['global_step']}; "
+                          "ask for more steps, or pass resume=false to start over")
     if state.get("wandb_id") and (cfg.get("logger") or {}).get("wandb") is not None:
         with open_dict(cfg):  # a user's own wandb logger config may not list `id`
             cfg.logger.wandb.id = state["wandb_id"]
@@ -104,16 +252,16 @@ class Checkpointing(pl.Callback):
     history (history_size copies of the image, ~100 MB at 320 px) and is no longer needed.
     """
 
-    def __init__(self, output_dir: str, every_n_steps: int = 100, keep_final: bool = False) -> None:
+    def __init__(self, output_dir: str, every_n_steps: int = 100, keep_final: bool = False,
+                 seed: int | None = None) -> None:
         self.path = Path(output_dir) / CHECKPOINT_NAME
         self.every_n_steps = int(every_n_steps)
-        self.keep_final = keep_final
+        self.keep_final, self.seed = keep_final, seed
         self._trainer: pl.Trainer | None = None
         self._module: StyleTransferModule | None = None
         self._fingerprint: dict[str, Any] = {}
         self._restored: dict[str, Any] | None = None
-        self._signal: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._saved_at: int | None = None
 
     # --- what goes into the checkpoint, and back -------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -133,11 +281,13 @@ class Checkpointing(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: StyleTransferModule, stage: str) -> None:
         self._trainer, self._module = trainer, pl_module
-        self._fingerprint = fingerprint(pl_module)  # before Lightning moves it to the device
-        self._install_handlers()
+        self._fingerprint = fingerprint(pl_module, self.seed)  # before Lightning moves it to the device
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._restore_handlers()
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _Stop.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _Stop.deferring = max(0, _Stop.deferring - 1)  # (not called after an exception: see there)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         state, self._restored = self._restored, None
@@ -153,18 +303,23 @@ class Checkpointing(pl.Callback):
         log.info("Resumed at step %d of %d", trainer.global_step, trainer.max_steps)
 
     # --- when to save ----------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Before the next step rather than after the last: every job of a batch has then seen
+        # the last step's end (metrics, snapshots), and the state is that step's end.
+        if _Stop.active and _Stop.received is not None:  # every job of a batch saves in on_exception
+            raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
+                              f"{trainer.global_step}; {self.path} continues it")
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self._signal is not None:
-            self.save(trainer)
-            self._forward_signal(trainer.global_step)
-        elif self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 \
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0 \
                 and trainer.global_step < trainer.max_steps:
             self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Lightning raises SIGTERMException only between steps, so the state is consistent;
-        # any other exception may come mid-step, and the last periodic checkpoint stands.
-        if isinstance(exception, SIGTERMException):
+        # Both are raised only between steps, so the state is consistent; any other exception
+        # may come mid-step, and the last periodic checkpoint stands.
+        _Stop.deferring = max(0, _Stop.deferring - 1)  # a signal from now on stops at once
+        if isinstance(exception, (SIGTERMException, Interrupted)):
             self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -173,44 +328,13 @@ class Checkpointing(pl.Callback):
 
     def save(self, trainer: pl.Trainer) -> None:
         """Flush pending metrics (their rows go into the checkpoint), then write it atomically."""
+        if self._saved_at == trainer.global_step and self.path.exists():
+            return
         for callback in trainer.callbacks:
             if isinstance(callback, MetricsRecorder):
                 callback.flush(trainer)
         with atomic_path(self.path) as tmp:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state (and no log line asking)
+        self._saved_at = trainer.global_step
         log.info("Checkpoint at step %d -> %s", trainer.global_step, self.path)
 
-    # --- signals ---------------------------------------------------------------------------
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python only lets the main thread set handlers
-        for name in DEFERRED_SIGNALS:
-            signum = getattr(signal, name)
-            previous = signal.getsignal(signum)
-            if previous is not signal.SIG_IGN:  # e.g. SIGINT in a background shell job
-                self._previous[signum] = previous
-                signal.signal(signum, self._on_signal)
-
-    def _restore_handlers(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._signal == signal.SIGINT and signum == signal.SIGINT:
-            self._restore_handlers()
-            raise KeyboardInterrupt  # Ctrl-C twice: stop now, the last checkpoint stands
-        if self._signal is None:
-            log.warning("%s: checkpointing after this step, then stopping%s", signal.Signals(signum).name,
-                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
-        self._signal = signum
-
-    def _forward_signal(self, step: int) -> None:
-        """Hand the signal to whoever had it before (submitit: requeue), else stop gracefully."""
-        signum, previous = self._signal, self._previous.get(self._signal)
-        self._restore_handlers()
-        if callable(previous) and previous is not signal.default_int_handler:
-            with contextlib.suppress(SystemExit):  # submitit exits once it has requeued the job
-                previous(signum, None)
-        raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; "
-                          f"{self.path} continues it")

@@ -74,7 +74,7 @@ def pin_job(cfg: DictConfig) -> None:
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    if "JoblibLauncher" not in str(hydra.launcher.get("_target_", "")):
+    if not str(hydra.launcher.get("_target_", "")).endswith(("JoblibLauncher", "ProcessLauncher")):
         return
     n_jobs = int(hydra.launcher.n_jobs)
     assign(cfg, n_jobs if n_jobs > 0 else cpu_count(), int(hydra.job.num), Path(hydra.sweep.dir) / ".slots")

@@ -10,33 +10,38 @@
 - Ctrl-C or SIGTERM at any time: summary.json says ``interrupted`` (with final.png if the
   optimisation had started), exit status 130 (SIGINT) or 143 (SIGTERM). During training
   both let the current step finish, so final.png is a real iterate; a second Ctrl-C stops at once.
+  The signals themselves are handled in runtime/checkpoint.py, with checkpoint and resume.
+- A job owns its dir (runtime/jobdir.py): a second run there is a one-line error, and a new
+  run that does not resume starts from a dir cleared of an earlier run's results. A job that
+  fails to resume leaves the interrupted run's files as they were.
+- A full disk is one line too (``disk full``); atomic writes keep the last complete files.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
-import os
+import re
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.core.files import read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
-from nst_exp.errors import OutputDirError, UserError
+from nst_exp.errors import DiskFullError, OutputDirError, UserError
+from nst_exp.runtime import jobdir
+from nst_exp.runtime.checkpoint import hand_on_signal, interrupt_code, stop_signals, will_resume
 from nst_exp.runtime.sweep_lines import sweep_lines
 
 log = logging.getLogger(__name__)
@@ -84,47 +89,21 @@ def report(message: str) -> None:
             handler.emit(log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
 
 
-def record_failure(cfg: DictConfig, status: str, since: float = 0.0) -> None:
+def record_failure(cfg: DictConfig, status: str, since: float = 0.0, replace: bool = True) -> None:
     """Write a complete summary.json for a job that ended before RunSummary could write one.
 
-    A summary written since ``since`` (by RunSummary: final.png, losses) is kept; an older one
-    is from an earlier run in a reused dir and is replaced.
+    A summary written since ``since`` (by RunSummary: final.png, losses) is kept. An older one
+    belongs to the run whose checkpoint this job failed to resume (``replace=False``): it stays,
+    with everything else of that run.
     """
     try:
         path = Path(cfg.paths.output_dir) / "summary.json"
-        if not path.exists() or path.stat().st_mtime < since:
+        if not path.exists() or (replace and path.stat().st_mtime < since):
             write_json(path, {"status": status, "final_loss": None, "steps": 0, "image": None})
-    except Exception as error:
-        log.warning("could not write summary.json (%s)", one_line(error))
-
-
-_SIGTERM_SEEN, _SIGINT_SEEN = threading.Event(), threading.Event()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Outside ``trainer.fit`` stop like Ctrl-C; inside, Lightning's handler (which chains this
-    one) lets the current step finish and raises SIGTERMException, so just note the signal."""
-    if not _SIGINT_SEEN.is_set():
-        _SIGTERM_SEEN.set()
-    if not _in_fit():
-        raise KeyboardInterrupt
-
-
-def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    """The first Ctrl-C during ``trainer.fit`` stops after the current step, as SIGTERM does
-    (an L-BFGS step interrupted in its line search would leave a trial image); a second one,
-    or one outside fit, stops at once."""
-    if _SIGINT_SEEN.is_set() or not _in_fit():
-        _SIGINT_SEEN.set()
-        raise KeyboardInterrupt
-    _SIGINT_SEEN.set()
-    print("Ctrl-C: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGTERM)  # Lightning's connector: SIGTERMException after the step
-
-
-def _in_fit() -> bool:
-    """Lightning replaces our SIGTERM handler (and chains it) while ``trainer.fit`` runs."""
-    return signal.getsignal(signal.SIGTERM) is not _on_sigterm
+        elif since and path.stat().st_mtime >= since and status.startswith("failed"):  # RunSummary's, in our words
+            write_json(path, {**read_json(path), "status": status})
+    except Exception as error:  # e.g. the disk is full: the error line says so already
+        log.debug("could not write summary.json (%s)", one_line(error))
 
 
 def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) -> Callable[[DictConfig], T | None]:
@@ -133,30 +112,28 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T | None:
         sweeping = _is_multirun() if multirun is None else multirun
-        main_thread = threading.current_thread() is threading.main_thread()
-        handlers = {signal.SIGTERM: _on_sigterm}
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup, &)
-            handlers[signal.SIGINT] = _on_sigint
-        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()} if main_thread else {}
-        _SIGTERM_SEEN.clear()
-        _SIGINT_SEEN.clear()
-        started = time.time()
+        started, fresh = time.time(), False
         try:
-            check_writable(cfg.paths.output_dir, "paths.output_dir")
-            return task(cfg)
+            with stop_signals():
+                try:
+                    fresh = _claim(cfg)
+                    return task(cfg)
+                finally:
+                    jobdir.release(cfg.paths.output_dir)
         except (KeyboardInterrupt, SystemExit) as stop:
-            code = _interrupt_code(stop)
+            code = interrupt_code(stop)
             if code is None:
                 raise
-            record_failure(cfg, "interrupted", started)
+            record_failure(cfg, "interrupted", started, replace=fresh)
             finish_wandb(failed=True)
-            report("interrupted" + (" by SIGTERM" if code == EXIT_SIGTERM else ""))
+            report(_interrupted(code))
+            hand_on_signal()  # SIGUSR1/2 under submitit: it requeues the job
             raise SystemExit(code) from None
         except Exception as error:
-            known = user_error(error)
+            known = user_error(error) or disk_full(error, cfg.paths.output_dir)
             message = one_line(known) if known else f"{type(error).__name__}: {one_line(error)}"
-            if not isinstance(known, OutputDirError):
-                record_failure(cfg, f"failed: {message}", started)
+            if not isinstance(known, OutputDirError) or isinstance(known, DiskFullError):
+                record_failure(cfg, f"failed: {message}", started, replace=fresh)
             finish_wandb(failed=True)
             if known is None and not sweeping:
                 raise  # a bug: keep the traceback
@@ -166,21 +143,51 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
             if not sweeping:
                 raise SystemExit(EXIT_USER_ERROR) from None
             return None
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     return wrapped
 
 
-def _interrupt_code(stop: BaseException) -> int | None:
-    """130/143 for Ctrl-C/SIGTERM (Lightning turns Ctrl-C during fit into ``sys.exit(1)``)."""
-    if _SIGINT_SEEN.is_set():
-        return EXIT_SIGINT
-    if isinstance(stop, SIGTERMException) or _SIGTERM_SEEN.is_set():
-        return EXIT_SIGTERM
-    if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
-        return EXIT_SIGINT
+def run_interruptible(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work`` (e.g. a batch of sweep jobs, outside any one job's task_wrapper) under the stop
+    signals' contract: Ctrl-C/SIGTERM let the step finish, every job checkpoints and says
+    ``interrupted``, then one line and exit 128 + signal."""
+    try:
+        with stop_signals():
+            return work(*args)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = interrupt_code(stop)
+        if code is None:
+            raise
+        report(_interrupted(code))
+        raise SystemExit(code) from None
+
+
+def _interrupted(code: int) -> str:
+    return "interrupted" + ("" if code == EXIT_SIGINT else f" by {signal.Signals(code - 128).name}")
+
+
+def _claim(cfg: DictConfig) -> bool:
+    """Own the job dir; unless this job resumes, clear an earlier run's results. True if cleared."""
+    check_writable(cfg.paths.output_dir, "paths.output_dir")
+    jobdir.claim(cfg.paths.output_dir)
+    if will_resume(cfg):
+        return False
+    aside = jobdir.start_clean(cfg.paths.output_dir)
+    if aside is not None:
+        log.info("An earlier run's results in this dir were moved to %s", aside)
+    return True
+
+
+def disk_full(error: BaseException, output_dir: str) -> DiskFullError | None:
+    """A DiskFullError if ``error`` (or one it was raised from or during) is ENOSPC/EDQUOT."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            name = re.sub(r"^\.(.+)\.[^.]+\.tmp$", r"\1", Path(str(error.filename2 or error.filename or "")).name)
+            where = f" writing {name}" if name and not name.startswith("tmp") else ""
+            return DiskFullError(f"paths.output_dir={output_dir!r}: disk full{where} ({error.strerror}); "
+                                 "the last complete files are kept: free space and rerun (resume=auto "
+                                 "continues from the last checkpoint)")
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return None
 
 
@@ -224,20 +231,25 @@ DONE = ("ok", "diverged")
 def job_statuses(sweep_dir: Path) -> dict[str, str]:
     """``{job subdir: summary status}`` for every Hydra job dir under ``sweep_dir``."""
     statuses = {}
-    for hydra_dir in sorted(sweep_dir.glob("**/.hydra")):
-        summary = hydra_dir.parent / "summary.json"
+    # a job killed before Hydra wrote its .hydra/ has only the summary its launcher wrote for it
+    job_dirs = {p.parent for p in sweep_dir.glob("**/.hydra")} | {p.parent for p in sweep_dir.glob("*/summary.json")}
+    for job_dir in sorted(job_dirs):
         try:
-            status = str(read_json(summary).get("status"))
+            status = str(read_json(job_dir / "summary.json").get("status"))
         except (OSError, ValueError):
             status = "no summary.json (the job crashed)"
-        statuses[str(hydra_dir.parent.relative_to(sweep_dir))] = status
+        statuses[str(job_dir.relative_to(sweep_dir))] = status
     return statuses
 
 
 def _check_or_exit(path: str, field: str) -> None:
-    """Hydra creates the dir right after this hook: one line and exit 2 instead of a traceback."""
+    """Hydra creates the dir right after this hook: one line and exit 2 instead of a traceback.
+
+    The dir is claimed here, before Hydra writes ``.hydra/`` into it (see runtime/jobdir.py).
+    """
     try:
         check_writable(path, field)
+        jobdir.claim(path, field)
     except OutputDirError as error:
         report(one_line(error))
         sys.exit(EXIT_USER_ERROR)

@@ -85,6 +85,33 @@ def check_yardstick(cfg: DictConfig) -> None:
         raise ConfigError(f"optimized_metric={metric}: no such yardstick score; one of {list(JUDGE_KEYS)}")
     if metric in JUDGE_KEYS and not (cfg.get("callbacks") or {}).get("judge"):
         raise ConfigError(f"optimized_metric={metric}: needs the yardstick, but callbacks.judge is null")
+SEED_LIMIT = 2**32  # numpy (seeded by Lightning) takes seeds in [0, 2**32)
+
+
+def check_limits(cfg: DictConfig) -> None:
+    """The remaining numeric knobs: seed, checkpoints, init noise, optimiser and guard counts."""
+    integers = {"seed": (cfg.get("seed", 0), 0, SEED_LIMIT - 1),
+                "checkpoint_every": (cfg.get("checkpoint_every", 0), 0, None),
+                "optimizer.history_size": (cfg.optimizer.get("history_size", 1), 1, None),
+                "optimizer.max_iter": (cfg.optimizer.get("max_iter", 1), 1, None),
+                "optimizer.max_eval": (cfg.optimizer.get("max_eval") or 1, 1, None),
+                "callbacks.divergence.restarts": (_callback(cfg, "divergence", "restarts", 0), 0, None),
+                "callbacks.stopping.window": (_callback(cfg, "stopping", "window", 1), 1, None)}
+    for field, (value, low, high) in integers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+            span = f"in [{low}, {high}]" if high else f">= {low}"
+            raise ConfigError(f"{field}={value!r}: must be an integer {span}")
+    noise = cfg.init.get("noise", 0.0)
+    if not _number(noise) or not 0 <= noise <= 1:
+        raise ConfigError(f"init.noise={noise!r}: must be a number in [0, 1]")
+    factor = _callback(cfg, "divergence", "lr_factor", 0.5)
+    if not _finite(factor) or not 0 < factor < 1:
+        raise ConfigError(f"callbacks.divergence.lr_factor={factor!r}: must be a number in (0, 1)")
+
+
+def _callback(cfg: DictConfig, name: str, key: str, default: Any) -> Any:
+    entry = (cfg.get("callbacks") or {}).get(name)
+    return entry.get(key, default) if entry is not None else default
 
 
 # One entry per concern; a new feature adds its own check function and one line here.
@@ -94,6 +121,7 @@ CHECKS: list[Callable[[DictConfig], None]] = [
     check_optimizer,
     check_choices,
     check_yardstick,
+    check_limits,
 ]
 
 

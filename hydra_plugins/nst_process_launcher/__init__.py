@@ -1,0 +1,1 @@
+"""Hydra launcher plugin: sweep jobs side by side, each in its own contained process."""
