@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +35,34 @@ def per_image(lr: float | Sequence[float], batch: int) -> list[float]:
     return values
 
 
-class BatchedAdam(Optimizer):
+def init_per_image(group: dict[str, Any], lr: list[float], **extra: list[Any]) -> None:
+    """Per-image settings live in the param group, so the optimiser's ``state_dict`` (and with
+    it a checkpoint) carries them: each image's lr and whether its job has stopped."""
+    group.update(image_lr=lr, frozen=[False] * len(lr), **extra)
+
+
+def scale_lr(group: dict[str, Any], index: int, factor: float) -> float:
+    group["image_lr"][index] *= factor
+    return group["image_lr"][index]
+
+
+class PerImageControl:
+    """What one job of a batch may change in the batched optimiser: its own image only."""
+
+    param_groups: list[dict[str, Any]]
+
+    def freeze(self, index: int) -> None:
+        """Image ``index`` no longer moves (its job has stopped); the others go on."""
+        self.param_groups[0]["frozen"][index] = True
+
+    def lr_of(self, index: int) -> float:
+        return float(self.param_groups[0]["image_lr"][index])
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        raise NotImplementedError
+
+
+class BatchedAdam(PerImageControl, Optimizer):
     """Adam (Kingma & Ba) on one (B, ...) tensor with a learning rate per image.
 
     Same update as ``torch.optim.Adam`` without amsgrad; with one image it matches it to
@@ -47,8 +75,9 @@ class BatchedAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         (param,) = self.param_groups[0]["params"]
-        self.image_lr = torch.tensor(per_image(lr, param.shape[0]), device=param.device,
-                                     dtype=param.dtype).view(-1, *[1] * (param.dim() - 1))
+        # restarted_at: the shared step count when each image's moments were last reset.
+        init_per_image(self.param_groups[0], per_image(lr, param.shape[0]), restarted_at=[0] * param.shape[0])
+        self._tensors: dict[str, tuple[tuple[Any, ...], Tensor]] = {}
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:
@@ -61,16 +90,56 @@ class BatchedAdam(Optimizer):
         if param.grad is None:
             return loss
         grad = param.grad if group["weight_decay"] == 0 else param.grad.add(param, alpha=group["weight_decay"])
-        state = self.state[param]
-        if not state:
-            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        state = self._state(param)
         state["step"] += 1
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        correction1, correction2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-        denom = (state["exp_avg_sq"].sqrt() / math.sqrt(correction2)).add_(group["eps"])
-        param.sub_(self.image_lr / correction1 * state["exp_avg"] / denom)
+        correction1, correction2 = self._corrections(state["step"], beta1, beta2, param)
+        denom = (state["exp_avg_sq"].sqrt() / correction2).add_(group["eps"])
+        update = self._tensor("image_lr", param) / correction1 * state["exp_avg"] / denom
+        if any(group["frozen"]):  # a stopped job's image stays where it stopped
+            update.masked_fill_(self._tensor("frozen", param), 0.0)
+        param.sub_(update)
         return loss
+
+    def _state(self, param: Tensor) -> dict[str, Any]:
+        state = self.state[param]
+        if not state:
+            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        return state
+
+    def _tensor(self, key: str, param: Tensor) -> Tensor:
+        """A per-image list of the group as a (B, 1, 1, 1) device tensor, rebuilt only when it
+        changed (a restart, a stop): no host-to-device copy, i.e. no sync, on other steps."""
+        values = tuple(self.param_groups[0][key])
+        cached = self._tensors.get(key)
+        if cached is None or cached[0] != values:
+            dtype = torch.bool if key == "frozen" else param.dtype
+            tensor = torch.tensor(values, device=param.device, dtype=dtype).view(-1, *[1] * (param.dim() - 1))
+            self._tensors[key] = cached = (values, tensor)
+        return cached[1]
+
+    def _corrections(self, step: int, beta1: float, beta2: float, param: Tensor) -> tuple[Any, Any]:
+        """Adam's bias corrections: Python floats (as torch's Adam computes them) while every
+        image has taken the same number of steps since its reset, per-image tensors after a
+        job of the batch restarted (its moments start again from zero)."""
+        steps = [step - start for start in self.param_groups[0]["restarted_at"]]
+        if len(set(steps)) == 1:
+            return 1 - beta1 ** steps[0], math.sqrt(1 - beta2 ** steps[0])
+        shape = (-1, *[1] * (param.dim() - 1))
+        first = torch.tensor([1 - beta1 ** s for s in steps], device=param.device, dtype=param.dtype)
+        second = torch.tensor([math.sqrt(1 - beta2 ** s) for s in steps], device=param.device, dtype=param.dtype)
+        return first.view(shape), second.view(shape)
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        """Forget image ``index``'s moments (as ``state.clear()`` would for it alone) and scale
+        its lr; returns the new lr. The other images' moments and step counts are untouched."""
+        group, (param,) = self.param_groups[0], self.param_groups[0]["params"]
+        state = self._state(param)
+        state["exp_avg"][index].zero_()
+        state["exp_avg_sq"][index].zero_()
+        group["restarted_at"][index] = state["step"]
+        return scale_lr(group, index, lr_factor)
 
 
 @dataclass
@@ -185,7 +254,7 @@ def strong_wolfe(t: Scalar, d: Tensor, f: float, g: Tensor, gtd: Tensor, c1: flo
     return bracket_f[low], bracket_g[low], bracket[low]
 
 
-class BatchedLBFGS(LBFGS):
+class BatchedLBFGS(PerImageControl, LBFGS):
     """L-BFGS with a history, a step length and a line search per image (dim 0).
 
     Per image it follows torch's ``LBFGS`` with ``max_iter=1`` (one iteration per step, the
@@ -203,8 +272,26 @@ class BatchedLBFGS(LBFGS):
         if self.param_groups[0]["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")  # before any history is touched
         (param,) = self._params
-        self.image_lr = per_image(lr, param.shape[0])
+        init_per_image(self.param_groups[0], per_image(lr, param.shape[0]))
         self.histories = [ImageHistory() for _ in range(param.shape[0])]
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        """Forget image ``index``'s history (as ``state.clear()`` would for it alone) and scale
+        its lr; returns the new lr."""
+        self.histories[index] = ImageHistory()
+        return scale_lr(self.param_groups[0], index, lr_factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state plus every image's history (torch's LBFGS keeps its one in ``state``)."""
+        return {**super().state_dict(), "histories": [asdict(history) for history in self.histories]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        histories = state_dict.pop("histories", None)
+        super().load_state_dict(state_dict)
+        if histories is not None:
+            device = self._params[0].device
+            self.histories = [ImageHistory(**_to_device(history, device)) for history in histories]
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
@@ -213,12 +300,15 @@ class BatchedLBFGS(LBFGS):
         first, start = losses, param.detach().clone()
         directions, searches = {}, {}
         for i, history in enumerate(self.histories):
+            if group["frozen"][i]:
+                continue  # its job has stopped: no move, no history update
             f, g = float(losses[i]), grads[i].clone()
             if float(g.abs().max()) <= group["tolerance_grad"]:
                 continue  # converged: torch returns before touching the history
             d = history.direction(g, group["history_size"])
             history.prev_grad = g
-            t = min(1.0, 1.0 / g.abs().sum()) * self.image_lr[i] if history.n_iter == 1 else self.image_lr[i]
+            lr = group["image_lr"][i]
+            t = min(1.0, 1.0 / g.abs().sum()) * lr if history.n_iter == 1 else lr
             gtd = g.dot(d)
             history.d, history.t = d, t
             if gtd > -group["tolerance_change"]:
@@ -247,3 +337,14 @@ class BatchedLBFGS(LBFGS):
         with torch.enable_grad():
             losses = closure()
         return losses.detach().reshape(-1).cpu(), param.grad.detach().reshape(param.shape[0], -1)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors in a (nested) history moved to where the image lives."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_device(item, device) for item in value]
+    return value

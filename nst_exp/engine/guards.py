@@ -75,7 +75,7 @@ class DivergenceGuard(pl.Callback):
         if loss is None:
             return
         self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
-        every = 1 if isinstance(trainer.optimizers[0], LBFGS) else self.check_every
+        every = 1 if quasi_newton(trainer.optimizers[0]) else self.check_every
         if trainer.global_step % every == 0 and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
@@ -106,14 +106,12 @@ class DivergenceGuard(pl.Callback):
             event["images"] = bad.nonzero().flatten().tolist()
         with torch.no_grad():
             pl_module.image.copy_(self._best)
-        optimizer = trainer.optimizers[0]
-        optimizer.state.clear()  # L-BFGS history / Adam moments hold the diverged values
         restart = not final and self._restarts_left > 0
+        # L-BFGS history / Adam moments hold the diverged values: forget them either way.
+        lr = reset_optimizer(trainer.optimizers[0], self.lr_factor if restart else 1.0)
         if restart:
             self._restarts_left -= 1
-            for group in optimizer.param_groups:
-                group["lr"] *= self.lr_factor
-            event["action"] = f"restart with lr={optimizer.param_groups[0]['lr']:.3g}"
+            event["action"] = f"restart with lr={lr:.3g}"
         else:
             event["action"] = "stop"
             trainer.should_stop = True
@@ -133,6 +131,26 @@ class DivergenceGuard(pl.Callback):
         if self.events[-1]["action"] == "stop":
             fields["diverged_at_step"] = self.events[-1]["step"]
         return fields
+
+
+def quasi_newton(optimizer: Any) -> bool:
+    """L-BFGS (a torch LBFGS, or a batched job's handle on one) syncs every step anyway."""
+    return isinstance(optimizer, LBFGS) or bool(getattr(optimizer, "quasi_newton", False))
+
+
+def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:
+    """Forget the optimiser's memory and multiply its lr by ``lr_factor``; returns the new lr.
+
+    A job of a batched sweep gets a handle on its own image's share of the batched optimiser
+    (``nst_exp.batched.jobs.JobOptimizer``) with a ``reset`` of its own: that job's memory and
+    lr change, its batch mates' do not.
+    """
+    if hasattr(optimizer, "reset"):
+        return float(optimizer.reset(lr_factor))
+    optimizer.state.clear()
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_factor
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def _values(tensor: torch.Tensor) -> Any:
