@@ -167,6 +167,7 @@ class BatchCallbacks(pl.Callback):
             log.info("Job %s stopped at step %d; %d of %d jobs still running", run.job.cfg.paths.output_dir,
                      run.stopped_at, len(self.running), len(self.runs))
         if not self.running:
+            log.info("Step %d: all %d jobs have stopped, so has the batch", trainer.global_step, len(self.runs))
             trainer.should_stop = True
 
     # --- checkpointed state -----------------------------------------------------------------

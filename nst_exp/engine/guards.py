@@ -27,6 +27,7 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
+TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
 
 
 class DivergenceGuard(pl.Callback):
@@ -53,6 +54,7 @@ class DivergenceGuard(pl.Callback):
         self.lr_factor = lr_factor
         self.check_every = max(1, int(check_every))
         self.events: list[dict[str, Any]] = []
+        self._restored: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         image = pl_module.image.detach()
@@ -66,6 +68,21 @@ class DivergenceGuard(pl.Callback):
         self._bad_loss = torch.full((batch,), math.nan, device=device)
         self._restarts_left = self.restarts
         self.events = []
+        state, self._restored = self._restored, None
+        if state:  # a resumed run: the same best image, restarts left and history of events
+            for name in TRACKED:
+                setattr(self, f"_{name}", state[name].to(device))
+            self._restarts_left, self.events = int(state["restarts_left"]), list(state["events"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold so that a resumed run recovers as this one would."""
+        if not hasattr(self, "_best"):
+            return {}
+        return {**{name: getattr(self, f"_{name}").cpu() for name in TRACKED},
+                "restarts_left": self._restarts_left, "events": list(self.events)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)  # applied in on_train_start, which sets up the tensors
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         self._start.copy_(pl_module.image.detach())

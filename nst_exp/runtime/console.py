@@ -18,6 +18,10 @@ QUIET = (
     # schema, which we want, but warns on every run that this matching is deprecated. The files
     # set `_target_` and every key themselves, so they work without the matching too.
     r"\s*'hydra/launcher/.*' is validated against ConfigStore schema",
+    # Lightning, on any machine with `srun` on the PATH (a SLURM login node), hints at running
+    # multi-node training under srun; a run here is one process, and hydra/launcher=slurm
+    # (submitit) already runs each job under srun.
+    r"The `srun` command is available on your system but is not used",
 )
 
 
