@@ -52,8 +52,10 @@ def test_one_job_stops_on_its_plateau_and_the_others_run_on(tmp_path: Path) -> N
     assert 0 < stopped["stopped_early_at"] == reference["stopped_early_at"] == stopped["steps"] < 16
     assert stopped["status"] == "ok" and stopped["final_loss"] == pytest.approx(reference["final_loss"], rel=REL)
     assert [int(row["step"]) for row in metric_rows(jobs / "1")] == list(range(stopped["steps"]))
-    # frozen where it stopped: its final.png is its image at that step, not the batch's last
-    assert abs(pixels(jobs / "1") - pixels(tmp_path / "alone")).max() <= 2
+    # frozen where it stopped: its final.png is its image at that step, not at the batch's last
+    off = abs(pixels(jobs / "1") - pixels(tmp_path / "alone"))
+    assert off.mean() < 1.5 and off.max() <= 10
+    assert abs(pixels(jobs / "1") - pixels(jobs / "0")).mean() > 3 * off.mean()
     full = alone(tmp_path, "full", *common)
     for job in ("0", "2"):
         ran_on = summary(jobs / job)

@@ -3,8 +3,9 @@
 Jobs that differ only in keys that leave the network and the targets alone (``BATCHABLE``)
 become one (B, 3, H, W) image parameter with per-image loss weights, init and learning rate,
 optimised by the batched optimisers (one state and line search per image). Every job keeps
-its own directory and files: its callbacks and loggers see only its own image (``ImageSlice``)
-and its own loggers (``JobTrainer``), so a batched job dir reads like a sequential one.
+its own directory, files and promises (its own stop, divergence restart, summary.json: see
+jobs.py); the batch checkpoints and resumes as one (resume.py); what it cannot do for a job it
+refuses (rules.py). A batched job dir reads like a sequential one.
 Used by the ``hydra/launcher=batched`` plugin (hydra_plugins/nst_batched_launcher).
 """
 
