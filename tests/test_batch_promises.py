@@ -85,12 +85,19 @@ def test_an_exploding_job_restarts_alone(tmp_path: Path) -> None:
     assert actions[0] == "restart with lr=10" and exploded["status"] == "ok" and exploded["steps"] == 12
     assert [e["step"] for e in exploded["divergences"]] == [e["step"] for e in reference["divergences"]]
     assert exploded["final_loss"] == pytest.approx(reference["final_loss"], rel=REL)
-    for job, lr in (("1", "1"), ("2", "0.3")):
-        calm, calm_alone = summary(jobs / job), alone(tmp_path, f"alone{job}", *common, f"optimizer.lr={lr}")
-        assert "divergences" not in calm and calm["status"] == "ok"
-        assert calm["final_loss"] == pytest.approx(calm_alone["final_loss"], rel=REL)
-        for ours, theirs in zip(metric_rows(jobs / job), metric_rows(tmp_path / f"alone{job}")):
-            assert float(ours["loss"]) == pytest.approx(float(theirs["loss"]), rel=REL)
+    # Its restarts (its image restored, its lr and memory reset) leave its batch mates alone, to
+    # the bit: they end exactly as in a batch without it ...
+    calm_result, calm = sweep(tmp_path, "calm", *common, "optimizer.lr=1,0.3")
+    assert calm_result.returncode == 0, calm_result.stderr[-3000:]
+    for job, calm_job, lr in (("1", "0", "1"), ("2", "1", "0.3")):
+        ours = summary(jobs / job)
+        assert "divergences" not in ours and ours["status"] == "ok"
+        assert losses(metric_rows(jobs / job)) == losses(metric_rows(calm / calm_job))
+        assert (jobs / job / "final.png").read_bytes() == (calm / calm_job / "final.png").read_bytes()
+        # ... and as run alone, to the rounding a batch of 3 convolutions brings; a fixed step
+        # (no line search) amplifies it more than test_batch's runs (measured 6.1e-3 at lr 0.3).
+        assert ours["final_loss"] == pytest.approx(alone(tmp_path, f"alone{job}", *common, f"optimizer.lr={lr}")
+                                                   ["final_loss"], rel=2 * REL)
 
 
 def test_sigterm_mid_batch_then_the_same_command_resumes_it(tmp_path: Path) -> None:
