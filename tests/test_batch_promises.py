@@ -126,3 +126,15 @@ def test_sigterm_mid_batch_then_the_same_command_resumes_it(tmp_path: Path) -> N
         assert (jobs / job / "final.png").read_bytes() == (reference / job / "final.png").read_bytes()
         assert not (jobs / job / CHECKPOINT_NAME).exists() and not list((jobs / job).rglob("*.tmp"))
     assert any(summary(reference / job)["stopped_early_at"] for job in "0123")
+
+
+def test_an_option_a_batch_cannot_honour_is_one_line_for_every_job(tmp_path: Path) -> None:
+    """One checkpoint per batch: jobs that ask for different checkpoint settings are refused."""
+    result, jobs = sweep(tmp_path, "batch", "steps=2", "callbacks.checkpoint.keep_final=false,true")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: callbacks.checkpoint={" in result.stderr and "share one checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    for job in ("0", "1"):
+        failed = summary(jobs / job)
+        assert failed["status"].startswith("failed: callbacks.checkpoint=") and failed["image"] is None
+        assert not (jobs / job / "final.png").exists()

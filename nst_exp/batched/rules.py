@@ -37,4 +37,5 @@ def _checkpoint_settings(cfg: DictConfig) -> dict[str, object] | None:
     settings = OmegaConf.to_container(entry, resolve=True)
     assert isinstance(settings, dict)
     settings.pop("output_dir", None)  # each job's own dir; the batch's is its first job's
+    settings.pop("_target_", None)
     return settings
