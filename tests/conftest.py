@@ -27,6 +27,13 @@ FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logg
 
 
 @pytest.fixture(autouse=True)
+def _quiet() -> None:
+    """The project's own warning filters, in every test as in every run. (pytest restores the
+    filters after collecting, so those installed when conftest or nst_exp.train was imported are gone.)"""
+    quiet_third_party()
+
+
+@pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach the network, and W&B never asks for a key."""
     monkeypatch.setenv("WANDB_MODE", "offline")

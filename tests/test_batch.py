@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
 from PIL import Image
+from test_batched_optim import LBFGS_ARGS, objective
 from test_train import check_job_dir, read_metrics
 
 from conftest import FAST, compose_cfg, run_cli
-from nst_exp.batched.batch import Job, batch_key, train_batch
+from nst_exp.batched.batch import batch_key, train_batch
+from nst_exp.batched.jobs import Job, JobOptimizer, JobTrainer
+from nst_exp.batched.optim import BatchedAdam, BatchedLBFGS
+from nst_exp.batched.rules import check_batch
+from nst_exp.engine.guards import reset_optimizer
+from nst_exp.engine.stopping import StopOnPlateau
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_callbacks, build_loggers
 from nst_exp.train import train
@@ -85,6 +94,7 @@ def test_batch_key_ignores_only_batchable_keys(tmp_path: Path) -> None:
     assert key("model.weights=caffe", "seed=3") == key("model.weights=caffe")
 
 
+@pytest.mark.slow  # a batched sweep through the CLI
 def test_a_bad_job_fails_alone(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "style_weight=1e3,-1,1e5", "hydra/launcher=batched", "model.weights=random",
@@ -105,6 +115,7 @@ def test_unbatchable_optimizer_is_refused(tmp_path: Path) -> None:
         train_batch([Job(cfg, [], []) for cfg in cfgs])
 
 
+@pytest.mark.slow  # a batched sweep through the CLI
 def test_cli_batched_launcher_writes_per_job_dirs(tmp_path: Path) -> None:
     """Four style weights, at most three per batch: a batch of 3, then one job run alone."""
     sweep = tmp_path / "sweep"
@@ -127,3 +138,80 @@ def test_cli_batched_launcher_writes_per_job_dirs(tmp_path: Path) -> None:
         losses.append(summary["style_loss"])
     assert len(wandb_ids) == 4  # one W&B run per job, batched or not
     assert losses == sorted(losses)  # each job got its own style weight
+
+
+# --- the per-job controls a batch gives each job's callbacks ------------------------------------
+def _steps(opt: torch.optim.Optimizer, x: torch.nn.Parameter, weights: torch.Tensor, n: int) -> None:
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        losses = objective(x, weights)
+        losses.sum().backward()
+        return losses.detach()
+
+    for _ in range(n):
+        opt.step(closure)
+
+
+@pytest.mark.parametrize("make", [lambda p: BatchedAdam(p, lr=[0.05, 0.05]),
+                                  lambda p: BatchedLBFGS(p, lr=[1.0, 1.0], **LBFGS_ARGS)], ids=["adam", "lbfgs"])
+def test_reset_and_freeze_touch_one_image_only(make) -> None:
+    """Image 1 restarts (fresh memory, lr x 0.1) then is frozen; image 0 never notices."""
+    x0, weights = torch.rand(2, 2, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64), \
+        torch.tensor([1.0, 3.0], dtype=torch.float64)
+    plain, touched = torch.nn.Parameter(x0.clone()), torch.nn.Parameter(x0.clone())
+    plain_opt, touched_opt = make([plain]), make([touched])
+    _steps(plain_opt, plain, weights, 3)
+    _steps(touched_opt, touched, weights, 3)
+    handle = JobOptimizer(touched_opt, 1)
+    assert reset_optimizer(handle, 0.1) == pytest.approx(handle.lr) == pytest.approx(0.1 * plain_opt.lr_of(1))
+    restarted_at = touched.detach()[1:].clone()
+    _steps(plain_opt, plain, weights, 3)
+    _steps(touched_opt, touched, weights, 3)
+    assert torch.equal(plain[0], touched[0])  # bit for bit: its state and lr were not touched
+    fresh = torch.nn.Parameter(restarted_at.clone())  # image 1 alone from where it restarted
+    fresh_opt = type(touched_opt)([fresh], lr=[0.1 * plain_opt.lr_of(1)],
+                                  **({} if isinstance(touched_opt, BatchedAdam) else LBFGS_ARGS))
+    _steps(fresh_opt, fresh, weights[1:], 3)
+    torch.testing.assert_close(touched.detach()[1:], fresh.detach(), rtol=1e-6, atol=1e-9)
+    touched_opt.freeze(1)
+    frozen = touched.detach()[1].clone()
+    _steps(touched_opt, touched, weights, 2)
+    assert torch.equal(touched[1], frozen) and not torch.equal(touched[0], plain[0])
+
+
+def test_batched_lbfgs_state_round_trip_continues_bit_for_bit() -> None:
+    """A checkpoint holds every image's history, lr and stop: resuming takes the same steps."""
+    x0, weights = torch.rand(2, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64), \
+        torch.tensor([1.0, 3.0], dtype=torch.float64)
+    x = torch.nn.Parameter(x0.clone())
+    opt = BatchedLBFGS([x], lr=[1.0, 0.5], **LBFGS_ARGS)
+    _steps(opt, x, weights, 3)
+    opt.reset_image(1, 0.5)
+    saved, at = copy.deepcopy(opt.state_dict()), x.detach().clone()
+    _steps(opt, x, weights, 3)
+    y = torch.nn.Parameter(at)
+    again = BatchedLBFGS([y], lr=[1.0, 1.0], **LBFGS_ARGS)
+    again.load_state_dict(saved)
+    assert again.param_groups[0]["image_lr"] == [1.0, 0.25]
+    _steps(again, y, weights, 3)
+    assert torch.equal(x, y)
+
+
+def test_a_jobs_stop_and_callbacks_stay_its_own(tmp_path: Path) -> None:
+    """JobTrainer: should_stop, callbacks, loggers and the optimiser are the job's, nothing else."""
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    jobs = [Job(None, [StopOnPlateau()], []), Job(None, [], [])]
+    runs = [JobTrainer(trainer, job, n) for n, job in enumerate(jobs)]
+    runs[0].should_stop = True
+    assert runs[0].should_stop and not runs[1].should_stop and not trainer.should_stop
+    assert runs[0].callbacks == jobs[0].callbacks and runs[1].callbacks == [] and runs[0].logger is None
+    with pytest.raises(AttributeError):
+        runs[0].save_checkpoint  # noqa: B018 - the batch checkpoints as one, never a job alone
+
+
+def test_checkpoint_settings_must_agree_in_a_batch(tmp_path: Path) -> None:
+    cfgs = [compose_cfg(*FAST, f"callbacks.checkpoint.keep_final={keep}", output_dir=tmp_path / str(n))
+            for n, keep in enumerate(("false", "true"))]
+    with pytest.raises(ConfigError, match=r"callbacks.checkpoint=.*jobs of one batch share one checkpoint"):
+        check_batch(cfgs)
+    check_batch(cfgs[:1])

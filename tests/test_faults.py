@@ -154,6 +154,7 @@ def test_sigterm_before_training_is_an_interrupt_too(tmp_path: Path, capsys: pyt
 
 
 # --- sweeps -----------------------------------------------------------------------------------
+@pytest.mark.slow  # a sweep through the CLI
 def test_multirun_finishes_the_other_jobs_and_exits_nonzero(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", *FAST, "style_weight=1e4,-1,1e5", f"hydra.sweep.dir={sweep}", cwd=tmp_path)

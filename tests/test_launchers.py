@@ -16,6 +16,8 @@ import yaml
 from conftest import CONF_DIR, FAST, compose_cfg, run_cli
 from nst_exp.runtime import devices
 
+pytestmark = pytest.mark.slow  # launchers and Optuna: whole sweeps in subprocesses
+
 TINY = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none", "snapshot_every=0",
         "trainer.enable_progress_bar=false"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

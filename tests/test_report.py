@@ -115,6 +115,7 @@ def test_not_a_sweep_dir_is_a_one_line_error(tmp_path: Path) -> None:
         write_report(tmp_path / "nope")
 
 
+@pytest.mark.slow  # sweeps through the CLI
 def test_two_experiments_end_to_end_then_report(tmp_path: Path) -> None:
     """Real multiruns (random weights, 32 px, 2 steps) of a 1-D and a 2-D experiment.
 

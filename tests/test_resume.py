@@ -48,6 +48,7 @@ def losses(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
     return [(r["step"], r["loss"], r["content_loss"], r["style_loss"], r["tv_loss"]) for r in rows]
 
 
+@pytest.mark.slow  # three runs, > 10 s
 def test_sigterm_half_way_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     reference = train(compose_cfg(*RUN, output_dir=tmp_path / "reference"))
     job = tmp_path / "job"
@@ -84,6 +85,7 @@ def test_resume_true_needs_a_checkpoint(tmp_path: Path) -> None:
         train(compose_cfg(*FAST, "resume=maybe", output_dir=tmp_path))
 
 
+@pytest.mark.slow  # two CLI runs, > 10 s
 def test_ctrl_c_on_the_cli_checkpoints_and_resume_continues(tmp_path: Path) -> None:
     """The user's flow: Ctrl-C a run, then the same command with resume=true in the same dir."""
     job = tmp_path / "run"

@@ -44,6 +44,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Mo
     assert precision_for("torch.optim.LBFGS", "auto", "cpu") == "32-true"
 
 
+@pytest.mark.slow  # emulated bf16 on most CPUs, > 10 s
 def test_bf16_on_cpu_runs_adam_to_the_fp32_loss(tmp_path: Path) -> None:
     """bf16 autocast on the CPU (oneDNN; AMX where the CPU has it, emulated elsewhere): the steps
     run in bf16, the final loss is measured in fp32 and lands where the fp32 run's does."""

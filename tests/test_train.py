@@ -70,6 +70,7 @@ def test_lbfgs_reuses_its_line_search_evaluation(tmp_path: Path) -> None:
     assert len(calls) < 2 * 6  # torch's L-BFGS alone evaluates at least twice per step
 
 
+@pytest.mark.slow  # a sweep through the CLI
 def test_cli_multirun_two_jobs_with_wandb_offline(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "style_weight=1e4,1e5", "model.weights=random", "image_size=64", "steps=5",
@@ -99,6 +100,7 @@ def test_cfg_job_shows_the_config_contract(tmp_path: Path) -> None:
         assert key in text, key
 
 
+@pytest.mark.slow  # real-weights quality
 def test_real_weights_style_transfer_at_64px(tmp_path: Path) -> None:
     """The bundled Caffe VGG19 on a shipped pair: style loss must drop a lot in 20 steps."""
     cfg = compose_cfg(*FAST, "model.weights=caffe", "image_size=64", "steps=20", output_dir=tmp_path)

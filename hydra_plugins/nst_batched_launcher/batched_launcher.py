@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,31 +87,45 @@ class BatchedLauncher(SweepLauncher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def _run_batch(self, configs: list[DictConfig]) -> list[JobReturn]:
-        """Set up each job in its own Hydra context, then train them all as one batch."""
+        """Set up each job in its own Hydra context, then train them all as one batch.
+
+        The batch runs under the same failure contract as a job (``task_wrapper``): SIGTERM or
+        Ctrl-C stop it after the current step with a checkpoint, every running job's
+        summary.json says ``interrupted``, and the process exits 143/130; the same command
+        continues it (nst_exp/batched/resume.py).
+        """
         from nst_exp.batched.batch import Job, prepare_job, train_batch
-        from nst_exp.runtime.task import record_failure, run_interruptible, task_wrapper
+        from nst_exp.batched.resume import BatchResume
+        from nst_exp.runtime.task import one_line, record_failure, run_interruptible, task_wrapper
 
         jobs: dict[int, Job] = {}
+        resume = BatchResume()
         # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
         # and stays out of the batch; SweepOutcome fails the multirun at the end.
-        returns = [self._run(config, task_wrapper(lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg)),
+        returns = [self._run(config, task_wrapper(lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg, resume)),
                                                   multirun=True))
                    for n, config in enumerate(configs)]
         ready = [n for n in sorted(jobs) if returns[n].status == JobStatus.COMPLETED]
-        handlers = _job_log_files([Path(jobs[n].cfg.paths.output_dir) for n in ready[:-1]])  # the last has one
+        if not ready:
+            return returns
+        batch = [jobs[n] for n in ready]
+        handlers = _job_log_files([Path(job.cfg.paths.output_dir) for job in batch[:-1]])  # the last has one
+        started = time.time()
         try:
-            summaries = run_interruptible(train_batch, [jobs[n] for n in ready])  # SIGTERM: all checkpoint
-            for n, summary in zip(ready, summaries):
-                returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
+            summaries = run_interruptible(train_batch, batch)  # SIGTERM/Ctrl-C: every job checkpoints
         except Exception as error:
-            log.error("Batch failed: %s: %s", type(error).__name__, error)
+            status = f"failed: {type(error).__name__}: {one_line(error)}"
+            log.error("Batch failed: %s", status)
             for n in ready:
                 returns[n].status, returns[n].return_value = JobStatus.FAILED, error
-                record_failure(jobs[n].cfg, f"failed: {type(error).__name__}: {error}".splitlines()[0])
+                record_failure(jobs[n].cfg, status, started)
+            return returns
         finally:
             for handler in handlers:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
+        for n, summary in zip(ready, summaries):
+            returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
         return returns
 
 

@@ -12,18 +12,17 @@ Both take a closure that returns the per-image losses, shape (B,) (``per_image_l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import LBFGS, Optimizer
 
+from nst_exp.batched.line_search import Scalar, strong_wolfe
+
 Closure = Callable[[], Tensor]
-# A line search yields trial step lengths and is sent back (loss, gradient) at each one.
-# Scalars stay 0-dim tensors where torch's LBFGS keeps them so, to round exactly as it does.
-Scalar = float | Tensor
-LineSearch = Generator[Scalar, tuple[float, Tensor], tuple[float, Tensor, Scalar]]
 
 
 def per_image(lr: float | Sequence[float], batch: int) -> list[float]:
@@ -34,7 +33,34 @@ def per_image(lr: float | Sequence[float], batch: int) -> list[float]:
     return values
 
 
-class BatchedAdam(Optimizer):
+def init_per_image(group: dict[str, Any], lr: list[float], **extra: list[Any]) -> None:
+    """Per-image settings live in the param group, so the optimiser's ``state_dict`` (and with
+    it a checkpoint) carries them: each image's lr and whether its job has stopped."""
+    group.update(image_lr=lr, frozen=[False] * len(lr), **extra)
+
+
+def scale_lr(group: dict[str, Any], index: int, factor: float) -> float:
+    group["image_lr"][index] *= factor
+    return group["image_lr"][index]
+
+
+class PerImageControl:
+    """What one job of a batch may change in the batched optimiser: its own image only."""
+
+    param_groups: list[dict[str, Any]]
+
+    def freeze(self, index: int) -> None:
+        """Image ``index`` no longer moves (its job has stopped); the others go on."""
+        self.param_groups[0]["frozen"][index] = True
+
+    def lr_of(self, index: int) -> float:
+        return float(self.param_groups[0]["image_lr"][index])
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        raise NotImplementedError
+
+
+class BatchedAdam(PerImageControl, Optimizer):
     """Adam (Kingma & Ba) on one (B, ...) tensor with a learning rate per image.
 
     Same update as ``torch.optim.Adam`` without amsgrad; with one image it matches it to
@@ -47,8 +73,9 @@ class BatchedAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         (param,) = self.param_groups[0]["params"]
-        self.image_lr = torch.tensor(per_image(lr, param.shape[0]), device=param.device,
-                                     dtype=param.dtype).view(-1, *[1] * (param.dim() - 1))
+        # restarted_at: the shared step count when each image's moments were last reset.
+        init_per_image(self.param_groups[0], per_image(lr, param.shape[0]), restarted_at=[0] * param.shape[0])
+        self._tensors: dict[str, tuple[tuple[Any, ...], Tensor]] = {}
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:
@@ -61,16 +88,56 @@ class BatchedAdam(Optimizer):
         if param.grad is None:
             return loss
         grad = param.grad if group["weight_decay"] == 0 else param.grad.add(param, alpha=group["weight_decay"])
-        state = self.state[param]
-        if not state:
-            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        state = self._state(param)
         state["step"] += 1
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        correction1, correction2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-        denom = (state["exp_avg_sq"].sqrt() / math.sqrt(correction2)).add_(group["eps"])
-        param.sub_(self.image_lr / correction1 * state["exp_avg"] / denom)
+        correction1, correction2 = self._corrections(state["step"], beta1, beta2, param)
+        denom = (state["exp_avg_sq"].sqrt() / correction2).add_(group["eps"])
+        update = self._tensor("image_lr", param) / correction1 * state["exp_avg"] / denom
+        if any(group["frozen"]):  # a stopped job's image stays where it stopped
+            update.masked_fill_(self._tensor("frozen", param), 0.0)
+        param.sub_(update)
         return loss
+
+    def _state(self, param: Tensor) -> dict[str, Any]:
+        state = self.state[param]
+        if not state:
+            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        return state
+
+    def _tensor(self, key: str, param: Tensor) -> Tensor:
+        """A per-image list of the group as a (B, 1, 1, 1) device tensor, rebuilt only when it
+        changed (a restart, a stop): no host-to-device copy, i.e. no sync, on other steps."""
+        values = tuple(self.param_groups[0][key])
+        cached = self._tensors.get(key)
+        if cached is None or cached[0] != values:
+            dtype = torch.bool if key == "frozen" else param.dtype
+            tensor = torch.tensor(values, device=param.device, dtype=dtype).view(-1, *[1] * (param.dim() - 1))
+            self._tensors[key] = cached = (values, tensor)
+        return cached[1]
+
+    def _corrections(self, step: int, beta1: float, beta2: float, param: Tensor) -> tuple[Any, Any]:
+        """Adam's bias corrections: Python floats (as torch's Adam computes them) while every
+        image has taken the same number of steps since its reset, per-image tensors after a
+        job of the batch restarted (its moments start again from zero)."""
+        steps = [step - start for start in self.param_groups[0]["restarted_at"]]
+        if len(set(steps)) == 1:
+            return 1 - beta1 ** steps[0], math.sqrt(1 - beta2 ** steps[0])
+        shape = (-1, *[1] * (param.dim() - 1))
+        first = torch.tensor([1 - beta1 ** s for s in steps], device=param.device, dtype=param.dtype)
+        second = torch.tensor([math.sqrt(1 - beta2 ** s) for s in steps], device=param.device, dtype=param.dtype)
+        return first.view(shape), second.view(shape)
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        """Forget image ``index``'s moments (as ``state.clear()`` would for it alone) and scale
+        its lr; returns the new lr. The other images' moments and step counts are untouched."""
+        group, (param,) = self.param_groups[0], self.param_groups[0]["params"]
+        state = self._state(param)
+        state["exp_avg"][index].zero_()
+        state["exp_avg_sq"][index].zero_()
+        group["restarted_at"][index] = state["step"]
+        return scale_lr(group, index, lr_factor)
 
 
 @dataclass
@@ -108,84 +175,7 @@ class ImageHistory:
         return r
 
 
-def cubic_minimum(x1: Scalar, f1: Scalar, g1: Scalar, x2: Scalar, f2: Scalar, g2: Scalar,
-                  bounds: tuple[Scalar, Scalar] | None = None) -> Scalar:
-    """Minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to ``bounds``."""
-    low, high = bounds if bounds is not None else (min(x1, x2), max(x1, x2))
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1**2 - g1 * g2
-    if d2_square < 0:
-        return (low + high) / 2.0
-    d2 = d2_square.sqrt() if isinstance(d2_square, Tensor) else math.sqrt(d2_square)
-    if x1 <= x2:
-        at = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
-    else:
-        at = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-    return min(max(at, low), high)
-
-
-def strong_wolfe(t: Scalar, d: Tensor, f: float, g: Tensor, gtd: Tensor, c1: float = 1e-4, c2: float = 0.9,
-                 tolerance_change: float = 1e-9, max_ls: int = 25) -> LineSearch:
-    """torch's ``_strong_wolfe`` (More-Thuente style bracket + zoom) as a coroutine.
-
-    It yields each trial step length and is sent (loss, gradient) there, so B searches can
-    share one batched evaluation per trial. Returns (loss, gradient, step) of the accepted point.
-    """
-    d_norm = d.abs().max()
-    f_new, g_new = yield t
-    gtd_new = g_new.dot(d)
-    t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
-    done, ls_iter = False, 0
-    bracket, bracket_f, bracket_g, bracket_gtd = [0.0, t], [f, f_new], [g, g_new], [gtd, gtd_new]
-    while ls_iter < max_ls:  # bracketing phase
-        rejected = f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev)
-        if not rejected and abs(gtd_new) <= -c2 * gtd:
-            bracket, bracket_f, bracket_g, done = [t], [f_new], [g_new], True
-            break
-        if rejected or gtd_new >= 0:
-            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
-            break
-        t_prev, t = t, cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
-                                     bounds=(t + 0.01 * (t - t_prev), t * 10))
-        f_prev, g_prev, gtd_prev = f_new, g_new, gtd_new
-        f_new, g_new = yield t
-        gtd_new = g_new.dot(d)
-        ls_iter += 1
-    if ls_iter == max_ls:
-        bracket, bracket_f, bracket_g = [0.0, t], [f, f_new], [g, g_new]
-    insufficient = False
-    low, high = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-    while not done and ls_iter < max_ls:  # zoom phase
-        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
-            break
-        t = cubic_minimum(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:  # too close to an end of the bracket
-            if insufficient or t >= max(bracket) or t <= min(bracket):
-                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + eps
-                insufficient = False
-            else:
-                insufficient = True
-        else:
-            insufficient = False
-        f_new, g_new = yield t
-        gtd_new = g_new.dot(d)
-        ls_iter += 1
-        if f_new > f + c1 * t * gtd or f_new >= bracket_f[low]:
-            bracket[high], bracket_f[high], bracket_g[high], bracket_gtd[high] = t, f_new, g_new, gtd_new
-            low, high = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
-        else:
-            if abs(gtd_new) <= -c2 * gtd:
-                done = True
-            elif gtd_new * (bracket[high] - bracket[low]) >= 0:
-                bracket[high], bracket_f[high] = bracket[low], bracket_f[low]
-                bracket_g[high], bracket_gtd[high] = bracket_g[low], bracket_gtd[low]
-            bracket[low], bracket_f[low], bracket_g[low], bracket_gtd[low] = t, f_new, g_new, gtd_new
-    return bracket_f[low], bracket_g[low], bracket[low]
-
-
-class BatchedLBFGS(LBFGS):
+class BatchedLBFGS(PerImageControl, LBFGS):
     """L-BFGS with a history, a step length and a line search per image (dim 0).
 
     Per image it follows torch's ``LBFGS`` with ``max_iter=1`` (one iteration per step, the
@@ -203,8 +193,26 @@ class BatchedLBFGS(LBFGS):
         if self.param_groups[0]["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")  # before any history is touched
         (param,) = self._params
-        self.image_lr = per_image(lr, param.shape[0])
+        init_per_image(self.param_groups[0], per_image(lr, param.shape[0]))
         self.histories = [ImageHistory() for _ in range(param.shape[0])]
+
+    def reset_image(self, index: int, lr_factor: float = 1.0) -> float:
+        """Forget image ``index``'s history (as ``state.clear()`` would for it alone) and scale
+        its lr; returns the new lr."""
+        self.histories[index] = ImageHistory()
+        return scale_lr(self.param_groups[0], index, lr_factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state plus every image's history (torch's LBFGS keeps its one in ``state``)."""
+        return {**super().state_dict(), "histories": [asdict(history) for history in self.histories]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        histories = state_dict.pop("histories", None)
+        super().load_state_dict(state_dict)
+        if histories is not None:
+            device = self._params[0].device
+            self.histories = [ImageHistory(**_to_device(history, device)) for history in histories]
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
@@ -213,12 +221,15 @@ class BatchedLBFGS(LBFGS):
         first, start = losses, param.detach().clone()
         directions, searches = {}, {}
         for i, history in enumerate(self.histories):
+            if group["frozen"][i]:
+                continue  # its job has stopped: no move, no history update
             f, g = float(losses[i]), grads[i].clone()
             if float(g.abs().max()) <= group["tolerance_grad"]:
                 continue  # converged: torch returns before touching the history
             d = history.direction(g, group["history_size"])
             history.prev_grad = g
-            t = min(1.0, 1.0 / g.abs().sum()) * self.image_lr[i] if history.n_iter == 1 else self.image_lr[i]
+            lr = group["image_lr"][i]
+            t = min(1.0, 1.0 / g.abs().sum()) * lr if history.n_iter == 1 else lr
             gtd = g.dot(d)
             history.d, history.t = d, t
             if gtd > -group["tolerance_change"]:
@@ -247,3 +258,14 @@ class BatchedLBFGS(LBFGS):
         with torch.enable_grad():
             losses = closure()
         return losses.detach().reshape(-1).cpu(), param.grad.detach().reshape(param.shape[0], -1)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors in a (nested) history moved to where the image lives."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_device(item, device) for item in value]
+    return value

@@ -27,6 +27,7 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
+TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
 
 
 class DivergenceGuard(pl.Callback):
@@ -53,6 +54,7 @@ class DivergenceGuard(pl.Callback):
         self.lr_factor = lr_factor
         self.check_every = max(1, int(check_every))
         self.events: list[dict[str, Any]] = []
+        self._restored: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         image = pl_module.image.detach()
@@ -66,6 +68,21 @@ class DivergenceGuard(pl.Callback):
         self._bad_loss = torch.full((batch,), math.nan, device=device)
         self._restarts_left = self.restarts
         self.events = []
+        state, self._restored = self._restored, None
+        if state:  # a resumed run: the same best image, restarts left and history of events
+            for name in TRACKED:
+                setattr(self, f"_{name}", state[name].to(device))
+            self._restarts_left, self.events = int(state["restarts_left"]), list(state["events"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold so that a resumed run recovers as this one would."""
+        if not hasattr(self, "_best"):
+            return {}
+        return {**{name: getattr(self, f"_{name}").cpu() for name in TRACKED},
+                "restarts_left": self._restarts_left, "events": list(self.events)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)  # applied in on_train_start, which sets up the tensors
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         self._start.copy_(pl_module.image.detach())
@@ -75,7 +92,7 @@ class DivergenceGuard(pl.Callback):
         if loss is None:
             return
         self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
-        every = 1 if isinstance(trainer.optimizers[0], LBFGS) else self.check_every
+        every = 1 if quasi_newton(trainer.optimizers[0]) else self.check_every
         if trainer.global_step % every == 0 and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
@@ -106,14 +123,12 @@ class DivergenceGuard(pl.Callback):
             event["images"] = bad.nonzero().flatten().tolist()
         with torch.no_grad():
             pl_module.image.copy_(self._best)
-        optimizer = trainer.optimizers[0]
-        optimizer.state.clear()  # L-BFGS history / Adam moments hold the diverged values
         restart = not final and self._restarts_left > 0
+        # L-BFGS history / Adam moments hold the diverged values: forget them either way.
+        lr = reset_optimizer(trainer.optimizers[0], self.lr_factor if restart else 1.0)
         if restart:
             self._restarts_left -= 1
-            for group in optimizer.param_groups:
-                group["lr"] *= self.lr_factor
-            event["action"] = f"restart with lr={optimizer.param_groups[0]['lr']:.3g}"
+            event["action"] = f"restart with lr={lr:.3g}"
         else:
             event["action"] = "stop"
             trainer.should_stop = True
@@ -133,6 +148,26 @@ class DivergenceGuard(pl.Callback):
         if self.events[-1]["action"] == "stop":
             fields["diverged_at_step"] = self.events[-1]["step"]
         return fields
+
+
+def quasi_newton(optimizer: Any) -> bool:
+    """L-BFGS (a torch LBFGS, or a batched job's handle on one) syncs every step anyway."""
+    return isinstance(optimizer, LBFGS) or bool(getattr(optimizer, "quasi_newton", False))
+
+
+def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:
+    """Forget the optimiser's memory and multiply its lr by ``lr_factor``; returns the new lr.
+
+    A job of a batched sweep gets a handle on its own image's share of the batched optimiser
+    (``nst_exp.batched.jobs.JobOptimizer``) with a ``reset`` of its own: that job's memory and
+    lr change, its batch mates' do not.
+    """
+    if hasattr(optimizer, "reset"):
+        return float(optimizer.reset(lr_factor))
+    optimizer.state.clear()
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_factor
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def _values(tensor: torch.Tensor) -> Any:

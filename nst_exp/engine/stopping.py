@@ -29,7 +29,16 @@ class StopOnPlateau(pl.Callback):
             raise ValueError(f"stop_eps={eps!r} must be >= 0 and window={window!r} >= 1")
         self.eps, self.window = float(eps), int(window)
         self.stopped_early_at: int | None = None
-        self._reference: torch.Tensor | None = None
+        self._reference: torch.Tensor | float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loss a window ago (checkpointed with the run, so a resumed run stops where this
+        one would have)."""
+        reference = None if self._reference is None else float(self._reference)
+        return {"reference": reference, "stopped_early_at": self.stopped_early_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._reference, self.stopped_early_at = state_dict["reference"], state_dict["stopped_early_at"]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.eps <= 0 or not pl_module.last_components or trainer.global_step % self.window:
@@ -38,6 +47,7 @@ class StopOnPlateau(pl.Callback):
         reference, self._reference = self._reference, loss
         if reference is None:
             return
+        reference = torch.as_tensor(reference, dtype=loss.dtype, device=loss.device)  # a float after a resume
         change = float((reference - loss).abs() / reference.abs().clamp_min(1e-30))
         if change < self.eps and trainer.global_step < trainer.max_steps:
             self.stopped_early_at = trainer.global_step

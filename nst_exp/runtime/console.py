@@ -18,8 +18,9 @@ QUIET = (
     # schema, which we want, but warns on every run that this matching is deprecated. The files
     # set `_target_` and every key themselves, so they work without the matching too.
     r"\s*'hydra/launcher/.*' is validated against ConfigStore schema",
-    # Lightning's hint for multi-process runs under SLURM, shown on any machine with `srun`
-    # installed; an nst-exp job is one process, and hydra/launcher=slurm starts it with srun.
+    # Lightning, on any machine with `srun` on the PATH (a SLURM login node), hints at running
+    # multi-node training under srun; a run here is one process, and hydra/launcher=slurm
+    # (submitit) already runs each job under srun.
     r"The `srun` command is available on your system but is not used",
 )
 

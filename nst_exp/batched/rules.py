@@ -1,0 +1,41 @@
+"""What a batch can and cannot do for its jobs: every refusal of a batched sweep, in one place.
+
+A batch keeps each job's promises (its own stop, divergence restart, checkpoint/resume and
+summary.json; see nst_exp/batched/jobs.py). What it cannot keep it refuses before any work,
+with the project's one-line ``error: field=value: ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from nst_exp.errors import ConfigError
+
+BATCHED_OPTIMIZERS = {"torch.optim.Adam": "nst_exp.batched.optim.BatchedAdam",
+                      "torch.optim.LBFGS": "nst_exp.batched.optim.BatchedLBFGS"}
+
+
+def check_batch(cfgs: Sequence[DictConfig]) -> None:
+    """Raise ConfigError for the first option these jobs cannot have as one batch."""
+    target = cfgs[0].optimizer._target_
+    if target not in BATCHED_OPTIMIZERS:
+        raise ConfigError(f"optimizer._target_={target!r} cannot be batched; batched: {sorted(BATCHED_OPTIMIZERS)}")
+    # One checkpoint holds the whole batch (they share one step counter), so its schedule is one.
+    first = _checkpoint_settings(cfgs[0])
+    for cfg in cfgs[1:]:
+        if _checkpoint_settings(cfg) != first:
+            raise ConfigError(f"callbacks.checkpoint={_checkpoint_settings(cfg)}: jobs of one batch share one "
+                              f"checkpoint, and another job has {first}; set it for the whole sweep")
+
+
+def _checkpoint_settings(cfg: DictConfig) -> dict[str, object] | None:
+    entry = (cfg.get("callbacks") or {}).get("checkpoint")
+    if entry is None:
+        return None
+    settings = OmegaConf.to_container(entry, resolve=True)
+    assert isinstance(settings, dict)
+    settings.pop("output_dir", None)  # each job's own dir; the batch's is its first job's
+    settings.pop("_target_", None)
+    return settings
