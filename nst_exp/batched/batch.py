@@ -62,6 +62,11 @@ def batched_optimizer(cfgs: Sequence[DictConfig]) -> Any:
     target = cfgs[0].optimizer._target_
     if target not in BATCHED_OPTIMIZERS:
         raise ConfigError(f"optimizer._target_={target!r} cannot be batched; batched: {sorted(BATCHED_OPTIMIZERS)}")
+    scheduler = (cfgs[0].get("scheduler") or {}).get("_target_")
+    if scheduler:  # torch schedulers rescale group["lr"], a list of per-image rates here
+        raise ConfigError(f"scheduler._target_={scheduler!r} cannot be batched; use scheduler=none or another launcher")
+    if cfgs[0].get("grad_clip") is not None:
+        raise ConfigError(f"grad_clip={cfgs[0].grad_clip!r} cannot be batched; use grad_clip=null or another launcher")
     options = OmegaConf.to_container(cfgs[0].optimizer, resolve=True)
     assert isinstance(options, dict)
     options.update(_target_=BATCHED_OPTIMIZERS[target], lr=[float(cfg.optimizer.lr) for cfg in cfgs])
