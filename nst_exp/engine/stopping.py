@@ -1,8 +1,8 @@
 """Early stopping on a plateau (mxnet neural-style's ``--stop-eps``), off by default.
 
-``on="loss"`` compares the loss ``window`` steps apart; the reference is kept as a device
+``measure="loss"`` compares the loss ``window`` steps apart; the reference is kept as a device
 tensor and compared once per window, so the check costs one host sync every ``window`` steps.
-``on="image"`` is MXNet's own test: ``|x_t - x_(t-window)| / |x_t - center|`` with the
+``measure="image"`` is MXNet's own test: ``|x_t - x_(t-window)| / |x_t - center|`` with the
 image in [0, 1] and ``center`` its zero point (MXNet measures mean-subtracted pixels, so its
 preset passes the mean pixel); with window 1 that is one sync per step, as in MXNet.
 """
@@ -28,11 +28,12 @@ class StopOnPlateau(pl.Callback):
     eps = 0 never stops. The loss test is ``|L(t - window) - L(t)| / |L(t - window)| < eps``.
     """
 
-    def __init__(self, eps: float = 0.0, window: int = 10, on: str = "loss",
+    def __init__(self, eps: float = 0.0, window: int = 10, measure: str = "loss",
                  center: Sequence[float] | None = None) -> None:
-        if eps < 0 or window < 1 or on not in STOP_ON:
-            raise ValueError(f"stop_eps={eps!r} must be >= 0, window={window!r} >= 1, stop_on={on!r} in {STOP_ON}")
-        self.eps, self.window, self.on = float(eps), int(window), on
+        if eps < 0 or window < 1 or measure not in STOP_ON:
+            raise ValueError(f"stop_eps={eps!r} must be >= 0, window={window!r} >= 1, "
+                             f"stop_on={measure!r} in {STOP_ON}")
+        self.eps, self.window, self.measure = float(eps), int(window), measure
         self.center = None if center is None else torch.tensor([float(c) for c in center]).view(-1, 1, 1)
         self.stopped_early_at: int | None = None
         self._reference: torch.Tensor | None = None
@@ -40,7 +41,7 @@ class StopOnPlateau(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.eps <= 0 or not pl_module.last_components or trainer.global_step % self.window:
             return
-        if self.on == "image":
+        if self.measure == "image":
             current = pl_module.image.detach().clone()
             reference, self._reference = self._reference, current
             if reference is None:
@@ -57,10 +58,10 @@ class StopOnPlateau(pl.Callback):
             self.stopped_early_at = trainer.global_step
             trainer.should_stop = True
             log.info("Stopping early at step %d: %s changed %.3g%% over %d steps (stop_eps %g)",
-                     trainer.global_step, self.on, 100 * change, self.window, self.eps)
+                     trainer.global_step, self.measure, 100 * change, self.window, self.eps)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        if self.on == "image":  # MXNet's first test compares the first update with the start image
+        if self.measure == "image":  # MXNet's first test compares the first update with the start image
             self._reference = pl_module.image.detach().clone()
 
     def summary_fields(self) -> dict[str, int | None]:
