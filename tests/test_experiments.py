@@ -73,7 +73,8 @@ def test_experiment_composes_and_checks(experiment: str) -> None:
         assert (str(cfg.hydra.mode) == "RunMode.MULTIRUN") == (experiment not in PRESETS)
         if paper:  # the paper's setup: VGG19, average pooling, E_l, equal layer weights
             assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg"
-            assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys"}
+            assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys", "tv_norm": "l2",
+                                      "tv_space": "pixels"}
             assert not cfg.layers.style_weights and not cfg.layers.content_weights
             assert cfg.optimizer._target_ == "torch.optim.LBFGS"
 
@@ -136,12 +137,14 @@ def test_other_ablations_sweep_what_they_compare() -> None:
 def test_seed_presets() -> None:
     mx = compose_job("experiment=mxnet_neural_style")
     assert (mx.stop_eps, mx.denoise, mx.snapshot_every, mx.image_size) == (0.005, 0.2, 50, 600)
-    assert list(mx.layers.content) == ["relu4_2"] and mx.optimizer._target_ == "torch.optim.Adam"
+    assert list(mx.layers.content) == ["relu4_2"] and mx.optimizer._target_ == "nst_exp.core.mxnet_sgd.MXNetSGD"
+    assert (mx.model.pooling, mx.model.pixel_max, mx.denoise_method, mx.stop_on) == ("avg", 256, "chambolle", "image")
     d2l = compose_job("experiment=d2l")
-    assert list(d2l.layers.style) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
-    assert list(d2l.layers.content) == ["conv4_4"] and d2l.init.kind == "content" and d2l.tv_weight > 0
+    assert list(d2l.layers.style) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "conv5_1"]
+    assert list(d2l.layers.content) == ["relu4_4"] and d2l.init.kind == "content" and d2l.tv_weight > 0
+    assert (d2l.scheduler.step_size, d2l.scheduler.gamma, d2l.loss.tv_norm) == (50, 0.8, "l1")
     yj = compose_job("experiment=yunjey")
-    assert (yj.optimizer.lr, list(yj.optimizer.betas), yj.steps, yj.snapshot_every) == (3e-3, [0.5, 0.999], 2000, 100)
+    assert (yj.optimizer.lr, list(yj.optimizer.betas), yj.steps, yj.snapshot_every) == (6.8e-4, [0.5, 0.999], 2000, 500)
     tut = compose_job("experiment=tutorial_pytorch")
     assert (tut.style_weight, tut.layers.content[0], tut.init.kind) == (1e6, "conv2_2", "content")
 

@@ -22,6 +22,11 @@ def check_batch(cfgs: Sequence[DictConfig]) -> None:
     target = cfgs[0].optimizer._target_
     if target not in BATCHED_OPTIMIZERS:
         raise ConfigError(f"optimizer._target_={target!r} cannot be batched; batched: {sorted(BATCHED_OPTIMIZERS)}")
+    scheduler = (cfgs[0].get("scheduler") or {}).get("_target_")
+    if scheduler:  # torch schedulers rescale group["lr"], a list of per-image rates here
+        raise ConfigError(f"scheduler._target_={scheduler!r} cannot be batched; use scheduler=none or another launcher")
+    if cfgs[0].get("grad_clip") is not None:  # Lightning clips the whole batch's gradient as one
+        raise ConfigError(f"grad_clip={cfgs[0].grad_clip!r} cannot be batched; use grad_clip=null or another launcher")
     # One checkpoint holds the whole batch (they share one step counter), so its schedule is one.
     first = _checkpoint_settings(cfgs[0])
     for cfg in cfgs[1:]:

@@ -84,10 +84,12 @@ def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_pair(content: str, style: str, image_size: int, style_scale: float | None = None,
+def load_pair(content: str, style: str, image_size: int, style_scale: float | str | None = None,
               max_pixels: int | None = Image.MAX_IMAGE_PIXELS, min_edge: int = 1,
               why: str = "") -> tuple[Tensor, Tensor]:
-    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``.
+    """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``,
+    or, with ``style_scale="content"``, stretched to the content's exact size (yunjey, mxnet and
+    d2l do so, and their Gram normalisations assume it).
 
     Both images, as read and as resized, must have a short edge of at least ``min_edge`` px
     (``why`` says which layer needs it).
@@ -95,7 +97,11 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | No
     Image.MAX_IMAGE_PIXELS = max_pixels
     content_img = _load_resized(content, "pair.content", image_size, min_edge, why,
                                 f" after resizing to image_size={image_size}")
-    style_edge = max(1, round(max(content_img.size) * (style_scale or 1.0)))
+    if style_scale == "content":
+        source = check_size(load_image(style, "pair.style"), "pair.style", style, min_edge, why)
+        style_img = source.resize(content_img.size, Image.Resampling.LANCZOS)
+        return to_tensor(content_img), to_tensor(style_img)
+    style_edge = max(1, round(max(content_img.size) * float(style_scale or 1.0)))
     style_img = _load_resized(style, "pair.style", style_edge, min_edge, why,
                               f" after resizing to a {style_edge} px long edge")
     return to_tensor(content_img), to_tensor(style_img)

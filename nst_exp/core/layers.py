@@ -10,8 +10,10 @@ from nst_exp.core.losses import normalise_weights
 from nst_exp.errors import ConfigError
 
 
-def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None, field: str) -> dict[str, float]:
-    """Checked layer names -> normalised weights; indices (torchvision ``features``) allowed."""
+def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None, field: str,
+                  normalize: bool = True) -> dict[str, float]:
+    """Checked layer names -> weights, normalised to sum to 1 unless ``normalize`` is false;
+    indices (torchvision ``features``) allowed."""
     try:
         names = [resolve_layer(arch, layer) for layer in layers]
     except ValueError as error:
@@ -21,4 +23,4 @@ def layer_weights(arch: str, layers: list[Any], weights: dict[str, float] | None
         raise ConfigError(f"{field}_weights names layers not in {field}: {sorted(unknown)}")
     if any(not math.isfinite(w) or w < 0 for w in (weights or {}).values()):
         raise ConfigError(f"{field}_weights={dict(weights or {})}: must be finite and >= 0")
-    return normalise_weights(names, {resolve_layer(arch, k): v for k, v in (weights or {}).items()})
+    return normalise_weights(names, {resolve_layer(arch, k): v for k, v in (weights or {}).items()}, normalize)

@@ -6,7 +6,10 @@
 
 D is the L2 (squared) or L1 distance, averaged ("mean") or summed ("sum") over elements; G is
 the Gram matrix with a selectable normalisation; layer weights w_l, v_l are normalised to sum
-to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets.
+to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets,
+unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
+TV is the squared (l2) or absolute (l1) neighbour difference, of the pixels or, with a
+``tv_input`` transform, of what the network sees (d2l's TV on the normalised tensor).
 Each loss owns its target as a buffer, computed once.
 """
 
@@ -17,9 +20,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-GRAM_NORMS = ("chw", "gatys", "none")
+GRAM_NORMS = ("chw", "gatys", "sqrt_chw", "none")
 DISTANCES = ("l2", "l1")
 REDUCTIONS = ("mean", "sum")
+TV_SPACES = ("pixels", "network")  # loss.tv_space: TV of the [0, 1] image or of the network's input
 
 
 def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
@@ -27,7 +31,8 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
 
     ``chw`` divides by C*H*W (size independent); ``gatys`` divides by 2*N*M (N = C, M = H*W)
     so that a summed squared difference equals the paper's sum (G - A)^2 / (4 N^2 M^2);
-    ``none`` keeps the raw sum.
+    ``sqrt_chw`` divides by sqrt(C*H*W), so a mean squared difference is yunjey's
+    mean((G - A)^2) / (c*h*w) of raw Grams; ``none`` keeps the raw sum.
     """
     b, c, h, w = features.shape
     if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
@@ -36,7 +41,7 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     else:
         flat = features.reshape(b, c, h * w)
         gram = torch.bmm(flat, flat.transpose(1, 2))
-    scale = {"chw": c * h * w, "gatys": 2 * c * h * w, "none": 1}[norm]
+    scale = {"chw": c * h * w, "gatys": 2 * c * h * w, "sqrt_chw": (c * h * w) ** 0.5, "none": 1}[norm]
     return gram / scale
 
 
@@ -75,18 +80,22 @@ class StyleLoss(nn.Module):
         return distance(self.get_target(features, self.gram_norm), self.target, self.norm, self.reduction)
 
 
-def tv_loss(image: Tensor) -> Tensor:
-    """Mean squared difference of neighbouring pixels (smoothness prior), per image -> (B,)."""
-    dx = (image[..., :, 1:] - image[..., :, :-1]).square().flatten(1).mean(1)
-    dy = (image[..., 1:, :] - image[..., :-1, :]).square().flatten(1).mean(1)
+def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
+    """Mean squared (l2) or absolute (l1) difference of neighbouring pixels, per image -> (B,).
+
+    Horizontal and vertical means are added (d2l halves their sum: tv_weight 10 there is 5 here).
+    """
+    dx = distance(image[..., :, 1:], image[..., :, :-1], norm)
+    dy = distance(image[..., 1:, :], image[..., :-1, :], norm)
     return dx + dy
 
 
-def normalise_weights(layers: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Layer -> weight (default 1), scaled to sum to 1."""
+def normalise_weights(layers: Sequence[str], weights: Mapping[str, float] | None,
+                      normalize: bool = True) -> dict[str, float]:
+    """Layer -> weight (default 1), scaled to sum to 1 unless ``normalize`` is false."""
     raw = {layer: float((weights or {}).get(layer, 1.0)) for layer in layers}
     total = sum(raw.values())
-    return {layer: w / total for layer, w in raw.items()} if total > 0 else raw
+    return {layer: w / total for layer, w in raw.items()} if total > 0 and normalize else raw
 
 
 class StyleTransferLoss(nn.Module):
@@ -104,8 +113,11 @@ class StyleTransferLoss(nn.Module):
         norm: str = "l2",
         reduction: str = "mean",
         gram_norm: str = "chw",
+        tv_norm: str = "l2",
+        tv_input: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
         self.style = nn.ModuleDict({l: StyleLoss(style_features[l], norm, reduction, gram_norm)
@@ -120,7 +132,8 @@ class StyleTransferLoss(nn.Module):
         content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
                        for l, w in self.content_layer_weights.items()), zero)
         style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
-        return {"content": content, "style": style, "tv": tv_loss(image) if with_tv else zero}
+        tv = tv_loss(self.tv_input(image), self.tv_norm) if with_tv else zero
+        return {"content": content, "style": style, "tv": tv}
 
     def extra_repr(self) -> str:
         return f"content={self.content_layer_weights}, style={self.style_layer_weights}"

@@ -58,37 +58,39 @@ class CaffePreprocess(nn.Module):
     The result is divided by ``scale`` (see CAFFE_FEATURE_SCALE; biases are scaled to match).
     """
 
-    def __init__(self, scale: float = CAFFE_FEATURE_SCALE) -> None:
+    def __init__(self, scale: float = CAFFE_FEATURE_SCALE, pixel_max: float = 255.0) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.pixel_max = scale, float(pixel_max)
         self.register_buffer("mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
-        return (image.flip(1) * 255.0 - self.mean) / self.scale
+        return (image.flip(1) * self.pixel_max - self.mean) / self.scale
 
 
 PREPROCESSORS = {"caffe": CaffePreprocess, "imagenet": ImageNetNormalize}
 
 
-def make_preprocess(weights: str, preprocess: str | None = None) -> nn.Module:
+def make_preprocess(weights: str, preprocess: str | None = None, pixel_max: float = 255.0) -> nn.Module:
     """The preprocessing for a weights source; ``preprocess`` overrides it (for local files).
 
     Only the bundled Caffe weights get rescaled biases, so only they get the rescaled input.
+    ``pixel_max`` is the Caffe input value of a white pixel (MXNet's neural-style multiplies by 256).
     """
     name = preprocess or ("caffe" if weights == "caffe" else "imagenet")
     if name not in PREPROCESSORS:
         raise ValueError(f"model.preprocess={name!r} is not one of {sorted(PREPROCESSORS)}")
-    if name == "caffe" and weights != "caffe":
-        return CaffePreprocess(scale=1.0)
+    if name == "caffe":
+        return CaffePreprocess(scale=CAFFE_FEATURE_SCALE if weights == "caffe" else 1.0, pixel_max=pixel_max)
     return PREPROCESSORS[name]()
 
 
 def build_extractor(arch: str, layers: Iterable[str | int], weights: str = "caffe", pooling: str = "max",
-                    preprocess: str | None = None, seed: int = 0) -> VGGFeatures:
+                    preprocess: str | None = None, seed: int = 0, pixel_max: float = 255.0) -> VGGFeatures:
     """A frozen, truncated VGG for ``layers`` with ``weights`` and their preprocessing."""
     if arch not in VGG_CONFIGS:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(VGG_CONFIGS)}")
-    state_dict, preprocessor = load_state_dict(arch, weights, seed), make_preprocess(weights, preprocess)
+    state_dict = load_state_dict(arch, weights, seed)
+    preprocessor = make_preprocess(weights, preprocess, pixel_max)
     try:
         return VGGFeatures(arch, layers, state_dict, preprocessor, pooling)
     except WeightsMismatch as error:

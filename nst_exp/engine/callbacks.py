@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nst_exp.core.denoise import gaussian_denoise
+from nst_exp.core.denoise import denoise
 from nst_exp.core.files import atomic_path, write_json
 from nst_exp.core.images import save_image, to_pil
 from nst_exp.engine.loggers import wandb_run
@@ -97,11 +97,16 @@ class MetricsRecorder(pl.Callback):
 
 
 class Snapshots(pl.Callback):
-    """Save ``snapshots/step_XXXXXX.png`` every N steps and send it to loggers that take images."""
+    """Save ``snapshots/step_XXXXXX.png`` every N steps and send it to loggers that take images.
 
-    def __init__(self, output_dir: str, every_n_steps: int = 50) -> None:
+    ``denoise``/``denoise_method`` as for final.png (mxnet denoises every image it saves).
+    """
+
+    def __init__(self, output_dir: str, every_n_steps: int = 50, denoise: float = 0.0,
+                 denoise_method: str = "gaussian") -> None:
         self.dir = Path(output_dir) / "snapshots"
         self.every_n_steps = int(every_n_steps)
+        self.denoise, self.denoise_method = float(denoise), denoise_method
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
@@ -110,7 +115,7 @@ class Snapshots(pl.Callback):
     def save(self, trainer: pl.Trainer, pl_module: StyleTransferModule, step: int) -> None:
         for index, image in enumerate(pl_module.image.detach()):
             suffix = f"_{index}" if pl_module.image.shape[0] > 1 else ""
-            pil = to_pil(image)
+            pil = to_pil(denoise(image.clamp(0, 1), self.denoise, self.denoise_method))
             save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
@@ -125,9 +130,9 @@ class RunSummary(pl.Callback):
     ``summary_fields()`` method, and receive the written summary through ``on_summary(trainer, summary)``.
     """
 
-    def __init__(self, output_dir: str, denoise: float = 0.0) -> None:
+    def __init__(self, output_dir: str, denoise: float = 0.0, denoise_method: str = "gaussian") -> None:
         self.output_dir = Path(output_dir)
-        self.denoise = float(denoise)
+        self.denoise, self.denoise_method = float(denoise), denoise_method
         self.status = "running"
         self._start = self._train_start = time.perf_counter()
         self._train_end: float | None = None
@@ -164,7 +169,7 @@ class RunSummary(pl.Callback):
 
     def write(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> dict[str, Any]:
         """Save the current image and the summary; returns the summary."""
-        final = save_image(gaussian_denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise),
+        final = save_image(denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise, self.denoise_method),
                            self.output_dir / "final.png")
         losses = pl_module.evaluate()
         steps = trainer.global_step

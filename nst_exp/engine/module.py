@@ -8,11 +8,13 @@ is manual so that an L-BFGS step can reuse the function value its line search al
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.optim import LBFGS, Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, IterableDataset
 
 from nst_exp.core.augment import NoAugment, Warp
@@ -20,6 +22,7 @@ from nst_exp.core.features import VGGFeatures
 from nst_exp.core.losses import StyleTransferLoss
 
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
 CLAMP_MODES = ("auto", "step", "end")
 LOGGED = ("loss", "content_loss", "style_loss", "tv_loss")  # each step's, as train/<key>
 
@@ -42,7 +45,8 @@ class StyleTransferModule(pl.LightningModule):
     def __init__(self, image: Tensor, content: Tensor, style: Tensor, extractor: VGGFeatures,
                  content_layers: dict[str, float], style_layers: dict[str, float], optimizer: OptimizerFactory,
                  weights: dict[str, Tensor], loss: dict[str, str] | None = None,
-                 augment: NoAugment | None = None, clamp: str = "auto") -> None:
+                 augment: NoAugment | None = None, clamp: str = "auto",
+                 scheduler: SchedulerFactory | None = None, grad_clip: float | None = None) -> None:
         super().__init__()
         if clamp not in CLAMP_MODES:
             raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
@@ -59,7 +63,8 @@ class StyleTransferModule(pl.LightningModule):
         self.loss_options = dict(loss or {})
         self.objective: StyleTransferLoss | None = None
         self.augment = augment or NoAugment()
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.grad_clip = grad_clip  # element-wise, each evaluation's gradient (engine/module.py)
         self.clamp = clamp
         self.last_components: dict[str, Tensor] = {}
         self._cache: tuple[Tensor, Tensor, Tensor, dict[str, Tensor]] | None = None
@@ -69,8 +74,10 @@ class StyleTransferModule(pl.LightningModule):
         """Encode content and style once, where the module lives (on the GPU if it is there)."""
         content = self.extractor(self.content[:1], list(self.content_layers))
         style = self.extractor(self.style, list(self.style_layers))
-        self.objective = StyleTransferLoss(content, style, self.content_layers, self.style_layers,
-                                           **self.loss_options)
+        options = dict(self.loss_options)
+        if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
+            options["tv_input"] = self.extractor.preprocess
+        self.objective = StyleTransferLoss(content, style, self.content_layers, self.style_layers, **options)
         return self.objective
 
     def on_fit_start(self) -> None:
@@ -114,6 +121,9 @@ class StyleTransferModule(pl.LightningModule):
             return loss
 
         optimizer.step(closure=closure)
+        scheduler = self.lr_schedulers()  # manual optimisation: Lightning leaves the stepping to us
+        if scheduler is not None:
+            scheduler.step()
         self.last_components = first[0]  # the loss at the image this step started from
         self._log_losses(first[0])
         if self.clamp == "step" or (self.clamp == "auto" and not self._quasi_newton):
@@ -146,6 +156,8 @@ class StyleTransferModule(pl.LightningModule):
         optimizer.zero_grad(set_to_none=False)
         parts = self.components(self.image, warp)
         self.manual_backward(parts["loss"].sum())
+        if self.grad_clip is not None:  # Trainer(gradient_clip_val) refuses manual optimisation
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="value")
         detached = {key: value.detach() for key, value in parts.items()}
         # Batched optimisers (nst_exp.batched.optim) need each image's loss, not the batch total.
         loss = detached["loss"] if getattr(optimizer, "per_image_loss", False) else detached["loss"].sum()
@@ -163,8 +175,13 @@ class StyleTransferModule(pl.LightningModule):
             self.image.clamp_(0, 1)
         self._cache = None
 
-    def configure_optimizers(self) -> Optimizer:
-        return self.optimizer_factory([self.image])
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        optimizer = self.optimizer_factory([self.image])
+        if self.scheduler_factory is None:
+            return optimizer
+        # One scheduler step per optimiser step; checkpoints keep its state for a resume.
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Forever(), batch_size=None)

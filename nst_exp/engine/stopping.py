@@ -1,12 +1,16 @@
-"""Early stopping on a loss plateau (mxnet neural-style's ``--stop-eps``), off by default.
+"""Early stopping on a plateau (mxnet neural-style's ``--stop-eps``), off by default.
 
-The loss ``window`` steps ago is kept as a device tensor and compared once per window, so the
-check costs one host sync every ``window`` steps rather than one per step.
+``measure="loss"`` compares the loss ``window`` steps apart; the reference is kept as a device
+tensor and compared once per window, so the check costs one host sync every ``window`` steps.
+``measure="image"`` is MXNet's own test: ``|x_t - x_(t-window)| / |x_t - center|`` with the
+image in [0, 1] and ``center`` its zero point (MXNet measures mean-subtracted pixels, so its
+preset passes the mean pixel); with window 1 that is one sync per step, as in MXNet.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,26 +19,31 @@ import torch
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
+STOP_ON = ("loss", "image")
 
 
 class StopOnPlateau(pl.Callback):
-    """Stop when ``|L(t - window) - L(t)| / |L(t - window)| < eps`` (eps = 0 never stops).
+    """Stop when the loss (or image) changed by less than ``eps`` (relative) over ``window`` steps.
 
-    Differs from mxnet's example, which compares successive *images*; the loss is what
-    metrics.csv records, so a stop can be checked against the curve.
+    eps = 0 never stops. The loss test is ``|L(t - window) - L(t)| / |L(t - window)| < eps``.
     """
 
-    def __init__(self, eps: float = 0.0, window: int = 10) -> None:
-        if eps < 0 or window < 1:
-            raise ValueError(f"stop_eps={eps!r} must be >= 0 and window={window!r} >= 1")
-        self.eps, self.window = float(eps), int(window)
+    def __init__(self, eps: float = 0.0, window: int = 10, measure: str = "loss",
+                 center: Sequence[float] | None = None) -> None:
+        if eps < 0 or window < 1 or measure not in STOP_ON:
+            raise ValueError(f"stop_eps={eps!r} must be >= 0, window={window!r} >= 1, "
+                             f"stop_on={measure!r} in {STOP_ON}")
+        self.eps, self.window, self.measure = float(eps), int(window), measure
+        self.center = None if center is None else torch.tensor([float(c) for c in center]).view(-1, 1, 1)
         self.stopped_early_at: int | None = None
         self._reference: torch.Tensor | float | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The loss a window ago (checkpointed with the run, so a resumed run stops where this
+        """The loss (or image) a window ago (checkpointed with the run, so a resumed run stops where this
         one would have)."""
-        reference = None if self._reference is None else float(self._reference)
+        reference = self._reference
+        if isinstance(reference, torch.Tensor):  # the loss as a number; an image as a CPU tensor
+            reference = reference.detach().cpu() if self.measure == "image" else float(reference)
         return {"reference": reference, "stopped_early_at": self.stopped_early_at}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -43,17 +52,30 @@ class StopOnPlateau(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.eps <= 0 or not pl_module.last_components or trainer.global_step % self.window:
             return
-        loss = pl_module.last_components["loss"].detach().sum()
-        reference, self._reference = self._reference, loss
-        if reference is None:
-            return
-        reference = torch.as_tensor(reference, dtype=loss.dtype, device=loss.device)  # a float after a resume
-        change = float((reference - loss).abs() / reference.abs().clamp_min(1e-30))
+        if self.measure == "image":
+            current = pl_module.image.detach().clone()
+            reference, self._reference = self._reference, current
+            if reference is None:
+                return
+            reference = torch.as_tensor(reference).to(current)  # on the CPU after a resume
+            zero = 0.0 if self.center is None else self.center.to(current)
+            change = float((current - reference).norm() / (current - zero).norm().clamp_min(1e-30))
+        else:
+            loss = pl_module.last_components["loss"].detach().sum()
+            reference, self._reference = self._reference, loss
+            if reference is None:
+                return
+            reference = torch.as_tensor(reference, dtype=loss.dtype, device=loss.device)  # a float after a resume
+            change = float((reference - loss).abs() / reference.abs().clamp_min(1e-30))
         if change < self.eps and trainer.global_step < trainer.max_steps:
             self.stopped_early_at = trainer.global_step
             trainer.should_stop = True
-            log.info("Stopping early at step %d: loss changed %.3g%% over %d steps (stop_eps %g)",
-                     trainer.global_step, 100 * change, self.window, self.eps)
+            log.info("Stopping early at step %d: %s changed %.3g%% over %d steps (stop_eps %g)",
+                     trainer.global_step, self.measure, 100 * change, self.window, self.eps)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        if self.measure == "image":  # MXNet's first test compares the first update with the start image
+            self._reference = pl_module.image.detach().clone()
 
     def summary_fields(self) -> dict[str, int | None]:
         """What RunSummary adds to summary.json."""

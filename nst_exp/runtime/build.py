@@ -26,8 +26,11 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     """Load images and weights, and assemble the LightningModule described by ``cfg``."""
     check_config(cfg)
     arch = cfg.model.arch
-    content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content")
-    style_layers = layer_weights(arch, list(cfg.layers.style), cfg.layers.get("style_weights"), "layers.style")
+    normalize = cfg.layers.get("normalize", True)  # false: the recipe sums its layer losses
+    content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content",
+                                   normalize)
+    style_layers = layer_weights(arch, list(cfg.layers.style), cfg.layers.get("style_weights"), "layers.style",
+                                 normalize)
     if not content_layers and not style_layers:
         raise ConfigError("layers.content=[] and layers.style=[]: both empty, nothing to optimise")
     min_edge, deepest = min_input_size(arch, [*content_layers, *style_layers])
@@ -45,6 +48,8 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
         optimizer=instantiate(cfg.optimizer), weights=weights,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
+        scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
+        grad_clip=cfg.get("grad_clip"),
     )
 
 

@@ -14,12 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from nst_exp.core.denoise import DENOISE_METHODS
 from nst_exp.core.features import POOLINGS, VGG_CONFIGS
 from nst_exp.core.images import INIT_KINDS
-from nst_exp.core.losses import DISTANCES, GRAM_NORMS, REDUCTIONS
+from nst_exp.core.losses import DISTANCES, GRAM_NORMS, REDUCTIONS, TV_SPACES
 from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.engine.module import CLAMP_MODES
 from nst_exp.engine.speed import PRECISIONS
+from nst_exp.engine.stopping import STOP_ON
 from nst_exp.errors import ConfigError
 
 
@@ -44,8 +46,8 @@ def check_run(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
     scale = cfg.get("style_scale")
-    if scale is not None and (not _finite(scale) or scale <= 0):
-        raise ConfigError(f"style_scale={scale!r}: must be a finite number > 0 or null (= 1)")
+    if scale is not None and scale != "content" and (not _finite(scale) or scale <= 0):
+        raise ConfigError(f"style_scale={scale!r}: must be a finite number > 0, content or null (= 1)")
     pixels = cfg.get("max_image_pixels")
     if pixels is not None and (not isinstance(pixels, int) or pixels <= 0):
         raise ConfigError(f"max_image_pixels={pixels!r}: must be a positive integer or null (no limit)")
@@ -85,6 +87,8 @@ def check_yardstick(cfg: DictConfig) -> None:
         raise ConfigError(f"optimized_metric={metric}: no such yardstick score; one of {list(JUDGE_KEYS)}")
     if metric in JUDGE_KEYS and not (cfg.get("callbacks") or {}).get("judge"):
         raise ConfigError(f"optimized_metric={metric}: needs the yardstick, but callbacks.judge is null")
+
+
 SEED_LIMIT = 2**32  # numpy (seeded by Lightning) takes seeds in [0, 2**32)
 
 
@@ -112,6 +116,44 @@ def check_limits(cfg: DictConfig) -> None:
 def _callback(cfg: DictConfig, name: str, key: str, default: Any) -> Any:
     entry = (cfg.get("callbacks") or {}).get(name)
     return entry.get(key, default) if entry is not None else default
+def check_recipe_options(cfg: DictConfig) -> None:
+    """The knobs the seed recipes need: TV norm and space, summed layers, pixel range, stop test, denoise."""
+    choices = {"loss.tv_norm": (cfg.loss.get("tv_norm", "l2"), DISTANCES),
+               "loss.tv_space": (cfg.loss.get("tv_space", "pixels"), TV_SPACES),
+               "stop_on": (cfg.get("stop_on", "loss"), STOP_ON),
+               "denoise_method": (cfg.get("denoise_method", "gaussian"), DENOISE_METHODS)}
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
+    normalize = cfg.layers.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise ConfigError(f"layers.normalize={normalize!r}: must be true or false")
+    pixel_max = cfg.model.get("pixel_max", 255.0)
+    if not _finite(pixel_max) or pixel_max <= 0:
+        raise ConfigError(f"model.pixel_max={pixel_max!r}: must be a finite number > 0")
+
+
+def check_optimisation(cfg: DictConfig) -> None:
+    """Momentum, weight decay, gradient clipping and the learning-rate schedule."""
+    options = cfg.optimizer
+    momentum = options.get("momentum", 0.0)
+    if not _finite(momentum) or not 0 <= momentum < 1:
+        raise ConfigError(f"optimizer.momentum={momentum!r}: must be a number in [0, 1)")
+    for field in ("weight_decay", "wd", "dampening"):
+        value = options.get(field, 0.0)
+        if not _finite(value) or value < 0:
+            raise ConfigError(f"optimizer.{field}={value!r}: must be a finite number >= 0")
+    clips = (("grad_clip", cfg.get("grad_clip")), ("optimizer.clip_gradient", options.get("clip_gradient")))
+    for field, value in clips:
+        if value is not None and (not _finite(value) or value <= 0):
+            raise ConfigError(f"{field}={value!r}: must be a finite number > 0 or null (no clipping)")
+    scheduler = cfg.get("scheduler") or {}
+    step_size = scheduler.get("step_size", 1)
+    if not isinstance(step_size, int) or isinstance(step_size, bool) or step_size < 1:
+        raise ConfigError(f"scheduler.step_size={step_size!r}: must be an integer >= 1")
+    gamma = scheduler.get("gamma", 1.0)
+    if not _finite(gamma) or not 0 < gamma <= 1:
+        raise ConfigError(f"scheduler.gamma={gamma!r}: must be a number in (0, 1]")
 
 
 # One entry per concern; a new feature adds its own check function and one line here.
@@ -122,6 +164,8 @@ CHECKS: list[Callable[[DictConfig], None]] = [
     check_choices,
     check_yardstick,
     check_limits,
+    check_recipe_options,
+    check_optimisation,
 ]
 
 
