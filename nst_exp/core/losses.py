@@ -7,15 +7,20 @@
 D is the L2 (squared) or L1 distance, averaged ("mean") or summed ("sum") over elements; G is
 the Gram matrix with a selectable normalisation; layer weights w_l, v_l are normalised to sum
 to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets.
-Each loss owns its target as a buffer, computed once.
+Each loss owns its target as a buffer, computed once. Several styles: their Grams are blended,
+A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/guided.py).
+``normalize_gradients`` divides each term's gradient by its L1 norm (core/gradnorm.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from nst_exp.core.gradnorm import normalized_gradient
+from nst_exp.core.guided import guided_regions
 
 GRAM_NORMS = ("chw", "gatys", "none")
 DISTANCES = ("l2", "l1")
@@ -60,19 +65,36 @@ class ContentLoss(nn.Module):
 
 
 class StyleLoss(nn.Module):
-    """D(G(F(x)), G(F(s))) for one layer; ``get_target`` builds the target the same way."""
+    """D(G(F(x)), G(F(s))) for one layer; ``get_target`` builds the target the same way.
 
-    def __init__(self, style_features: Tensor, norm: str, reduction: str, gram_norm: str) -> None:
+    Several styles (a sequence of features): the target is their Gram matrices blended with
+    ``blend``; with ``masks`` (K, 1, H, W) instead, style k is matched in region k with weight
+    K * blend_k (equal blend: each region gets one whole style's pull).
+    """
+
+    def __init__(self, style_features: Tensor | Sequence[Tensor], norm: str, reduction: str, gram_norm: str,
+                 blend: Sequence[float] | None = None, masks: Tensor | None = None) -> None:
         super().__init__()
         self.norm, self.reduction, self.gram_norm = norm, reduction, gram_norm
-        self.register_buffer("target", self.get_target(style_features.detach(), gram_norm), persistent=False)
+        styles = [style_features] if isinstance(style_features, Tensor) else list(style_features)
+        blend = list(blend or [1.0 / len(styles)] * len(styles))
+        grams = [self.get_target(f.detach(), gram_norm) for f in styles]
+        target = torch.cat(grams) if masks is not None else sum(b * g for b, g in zip(blend, grams))
+        self.register_buffer("target", target, persistent=False)  # (1, C, C), or (K, C, C) with masks
+        self.register_buffer("masks", masks, persistent=False)
+        self.region_weights = [len(styles) * b for b in blend]
 
     @staticmethod
     def get_target(features: Tensor, gram_norm: str) -> Tensor:
         return gram_matrix(features, gram_norm)
 
     def forward(self, features: Tensor) -> Tensor:
-        return distance(self.get_target(features, self.gram_norm), self.target, self.norm, self.reduction)
+        if self.masks is None:
+            return distance(self.get_target(features, self.gram_norm), self.target, self.norm, self.reduction)
+        regions = guided_regions(features, self.masks)
+        return sum(w * area * distance(self.get_target(region, self.gram_norm), target[None], self.norm,
+                                       self.reduction)
+                   for (region, area), target, w in zip(regions, self.target, self.region_weights))
 
 
 def tv_loss(image: Tensor) -> Tensor:
@@ -80,6 +102,11 @@ def tv_loss(image: Tensor) -> Tensor:
     dx = (image[..., :, 1:] - image[..., :, :-1]).square().flatten(1).mean(1)
     dy = (image[..., 1:, :] - image[..., :-1, :]).square().flatten(1).mean(1)
     return dx + dy
+
+
+def _value(value: Tensor, features: Tensor) -> Tensor:
+    """A term as it is (``normalize_gradients=false``)."""
+    return value
 
 
 def normalise_weights(layers: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
@@ -98,18 +125,23 @@ class StyleTransferLoss(nn.Module):
     def __init__(
         self,
         content_features: Mapping[str, Tensor],
-        style_features: Mapping[str, Tensor],
+        style_features: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
         content_layer_weights: Mapping[str, float],
         style_layer_weights: Mapping[str, float],
         norm: str = "l2",
         reduction: str = "mean",
         gram_norm: str = "chw",
+        style_blend: Sequence[float] | None = None,
+        masks: Tensor | None = None,
+        normalize_gradients: bool = False,
     ) -> None:
         super().__init__()
+        styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
-        self.style = nn.ModuleDict({l: StyleLoss(style_features[l], norm, reduction, gram_norm)
-                                    for l in style_layer_weights})
+        self.style = nn.ModuleDict({l: StyleLoss([s[l] for s in styles], norm, reduction, gram_norm,
+                                                 style_blend, masks) for l in style_layer_weights})
+        self.term: Callable[[Tensor, Tensor], Tensor] = normalized_gradient if normalize_gradients else _value
         self.content_layer_weights = dict(content_layer_weights)
         self.style_layer_weights = dict(style_layer_weights)
 
@@ -117,9 +149,10 @@ class StyleTransferLoss(nn.Module):
                 content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True) -> dict[str, Tensor]:
         """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``)."""
         zero = image.new_zeros(image.shape[0])
-        content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
+        content = sum((w * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
                        for l, w in self.content_layer_weights.items()), zero)
-        style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
+        style = sum((w * self.term(self.style[l](features[l]), features[l])
+                     for l, w in self.style_layer_weights.items()), zero)
         return {"content": content, "style": style, "tv": tv_loss(image) if with_tv else zero}
 
     def extra_repr(self) -> str:

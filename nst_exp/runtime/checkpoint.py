@@ -57,6 +57,8 @@ def fingerprint(module: StyleTransferModule) -> dict[str, Any]:
         "image": list(module.image.shape),
         "content": _digest(module.content),
         "style": _digest(module.style),
+        "controls": [[_digest(style) for style in module.styles[1:]], module.style_blend, _digest(module.masks),
+                     module.luminance_only],  # several styles, masks, color=luminance
         "network": _digest(next(iter(module.extractor.buffers()), None)),
         "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
         "layers": [dict(module.content_layers), dict(module.style_layers)],
