@@ -50,8 +50,9 @@ class JudgeScore(pl.Callback):
         """The judge's content, style and weighted total for the module's (clamped) first image."""
         extractor = instantiate(self.model, layers=[*self.content_layers, *self.style_layers]).to(module.device)
         content = extractor(module.content[:1], list(self.content_layers))
-        style = extractor(module.style, list(self.style_layers))
-        objective = StyleTransferLoss(content, style, self.content_layers, self.style_layers, **self.loss)
+        styles = [extractor(style, list(self.style_layers)) for style in module.styles]  # blended, placed as run
+        objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
+                                      style_blend=module.style_blend, masks=module.masks, **self.loss)
         image = module.image.detach()[:1].clamp(0, 1)
         parts = objective(extractor(image), image)
         raw = {"content": float(parts["content"].sum()), "style": float(parts["style"].sum())}
