@@ -97,7 +97,7 @@ def check_controls(cfg: DictConfig) -> None:
     if not isinstance(flag, bool):
         raise ConfigError(f"loss.normalize_gradients={flag!r}: must be true or false")
     search = cfg.optimizer.get("line_search_fn")
-    if flag and search:  # measured: 9x the evaluations per step
+    if flag and search:  # measured: 8.5x the evaluations per L-BFGS step (strong Wolfe, 48 px)
         raise ConfigError(f"loss.normalize_gradients=true with optimizer.line_search_fn={search}: "
                           "a normalised gradient is not the loss's gradient, which a line search needs; add "
                           "optimizer.line_search_fn=null (as jcjohnson/neural-style) or use optimizer=adam")
