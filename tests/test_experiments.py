@@ -74,7 +74,7 @@ def test_experiment_composes_and_checks(experiment: str) -> None:
         if paper:  # the paper's setup: VGG19, average pooling, E_l, equal layer weights
             assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg"
             assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys", "tv_norm": "l2",
-                                      "tv_space": "pixels"}
+                                      "tv_space": "pixels", "normalize_gradients": False}
             assert not cfg.layers.style_weights and not cfg.layers.content_weights
             assert cfg.optimizer._target_ == "torch.optim.LBFGS"
 

@@ -27,11 +27,11 @@ from nst_exp.batched.jobs import BatchCallbacks, Job
 from nst_exp.batched.resume import BatchResume, batch_checkpointing
 from nst_exp.batched.rules import BATCHED_OPTIMIZERS, check_batch
 from nst_exp.core.files import read_json
-from nst_exp.core.images import init_image
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
 from nst_exp.runtime.checkpoint import find_checkpoint
+from nst_exp.runtime.controls import build_init
 from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,15 @@ def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
     check_batch(cfgs)
     first = build_module(cfgs[0])
     content, style = first.content[:1], first.style
-    images = [init_image(cfg.init.kind, content, style, torch.Generator().manual_seed(cfg.seed),
-                         cfg.init.get("noise", 0.0)) for cfg in cfgs]
+    images = [build_init(cfg, content, style, torch.Generator().manual_seed(cfg.seed)) for cfg in cfgs]
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"]) for cfg in cfgs])
                for name in ("content", "style", "tv")}
     return StyleTransferModule(
-        image=torch.cat(images), content=content, style=style, extractor=first.extractor,
+        image=torch.cat(images), content=content, style=first.styles, extractor=first.extractor,
         content_layers=first.content_layers, style_layers=first.style_layers,
         optimizer=batched_optimizer(cfgs), weights=weights, loss=first.loss_options,
-        augment=first.augment, clamp=first.clamp,
+        augment=first.augment, clamp=first.clamp, style_blend=first.style_blend, masks=first.masks,
+        luminance_only=first.luminance_only,
     )
 
 

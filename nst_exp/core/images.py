@@ -97,14 +97,35 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | st
     Image.MAX_IMAGE_PIXELS = max_pixels
     content_img = _load_resized(content, "pair.content", image_size, min_edge, why,
                                 f" after resizing to image_size={image_size}")
+    return to_tensor(content_img), load_style(style, "pair.style", content_img.size[::-1], style_scale, min_edge, why)
+
+
+def load_style(path: str, field: str, content_size: tuple[int, int], style_scale: float | str | None = None,
+               min_edge: int = 1, why: str = "") -> Tensor:
+    """A style image for a content image of ``content_size`` (H, W), checked as in load_pair.
+
+    Its long edge is the content's times ``style_scale``; ``"content"`` resizes it to the
+    content's exact size (recipes that stretch the painting to the photo).
+    """
     if style_scale == "content":
-        source = check_size(load_image(style, "pair.style"), "pair.style", style, min_edge, why)
-        style_img = source.resize(content_img.size, Image.Resampling.LANCZOS)
-        return to_tensor(content_img), to_tensor(style_img)
-    style_edge = max(1, round(max(content_img.size) * float(style_scale or 1.0)))
-    style_img = _load_resized(style, "pair.style", style_edge, min_edge, why,
-                              f" after resizing to a {style_edge} px long edge")
-    return to_tensor(content_img), to_tensor(style_img)
+        source = check_size(load_image(path, field), field, path, min_edge, why)
+        return to_tensor(source.resize((content_size[1], content_size[0]), Image.Resampling.LANCZOS))
+    style_edge = max(1, round(max(content_size) * float(style_scale or 1.0)))
+    return to_tensor(_load_resized(path, field, style_edge, min_edge, why,
+                                   f" after resizing to a {style_edge} px long edge"))
+
+
+def load_mask(path: str, field: str, size: tuple[int, int]) -> Tensor:
+    """A mask as (1, 1, H, W) in [0, 1] (grey levels: white = 1), resized to ``size`` (H, W).
+
+    A mask that is black everywhere selects nothing: an ImageError, not a silent no-op.
+    """
+    img = load_image(path, field).convert("L").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    mask = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None, None].contiguous()
+    if not mask.any():
+        raise ImageError(f"{field}={str(path)!r}: is black everywhere at {size[1]}x{size[0]} px; "
+                         "a mask selects where its style goes (white = fully)")
+    return mask
 
 
 def _load_resized(path: str, field: str, long_edge: int, min_edge: int, why: str, stage: str) -> Image.Image:
@@ -150,14 +171,15 @@ def check_size(img: Image.Image, field: str, path: str, min_edge: int, why: str,
     return img
 
 
-INIT_KINDS = ("content", "gray", "noise", "style")
+INIT_KINDS = ("content", "gray", "image", "noise", "style")
 
 
 def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Generator,
-               noise: float = 0.0) -> Tensor:
-    """Starting image: ``content``, ``style`` (resized to the content), ``gray`` or uniform ``noise``.
+               noise: float = 0.0, start: Tensor | None = None) -> Tensor:
+    """Starting image: ``content``, ``style`` or ``image`` (the user's ``start``), resized to
+    the content, ``gray`` or uniform ``noise``.
 
-    For content/style/gray, ``noise`` in [0, 1] blends in that fraction of uniform noise.
+    For content/style/gray/image, ``noise`` in [0, 1] blends in that fraction of uniform noise.
     """
     random = torch.rand(content.shape, generator=generator)
     if kind == "noise":
@@ -166,8 +188,11 @@ def init_image(kind: str, content: Tensor, style: Tensor, generator: torch.Gener
         base = content
     elif kind == "gray":  # low-amplitude noise around mid-gray (jcjohnson's "-init random")
         base = torch.full_like(content, 0.5)
-    elif kind == "style":
-        base = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear",
+    elif kind in ("style", "image"):
+        source = style if kind == "style" else start
+        if source is None:
+            raise ValueError("init.kind='image' needs the start image")
+        base = torch.nn.functional.interpolate(source, size=content.shape[-2:], mode="bilinear",
                                                antialias=True, align_corners=False)
     else:
         raise ValueError(f"init.kind={kind!r} is not one of {list(INIT_KINDS)}")

@@ -10,15 +10,20 @@ to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across
 unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
 TV is the squared (l2) or absolute (l1) neighbour difference, of the pixels or, with a
 ``tv_input`` transform, of what the network sees (d2l's TV on the normalised tensor).
-Each loss owns its target as a buffer, computed once.
+Each loss owns its target as a buffer, computed once. Several styles: their Grams are blended,
+A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/guided.py).
+``normalize_gradients`` divides each term's gradient by its L1 norm (core/gradnorm.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from nst_exp.core.gradnorm import normalized_gradient
+from nst_exp.core.guided import guided_regions
 
 GRAM_NORMS = ("chw", "gatys", "sqrt_chw", "none")
 DISTANCES = ("l2", "l1")
@@ -65,19 +70,36 @@ class ContentLoss(nn.Module):
 
 
 class StyleLoss(nn.Module):
-    """D(G(F(x)), G(F(s))) for one layer; ``get_target`` builds the target the same way."""
+    """D(G(F(x)), G(F(s))) for one layer; ``get_target`` builds the target the same way.
 
-    def __init__(self, style_features: Tensor, norm: str, reduction: str, gram_norm: str) -> None:
+    Several styles (a sequence of features): the target is their Gram matrices blended with
+    ``blend``; with ``masks`` (K, 1, H, W) instead, style k is matched in region k with weight
+    K * blend_k (equal blend: each region gets one whole style's pull).
+    """
+
+    def __init__(self, style_features: Tensor | Sequence[Tensor], norm: str, reduction: str, gram_norm: str,
+                 blend: Sequence[float] | None = None, masks: Tensor | None = None) -> None:
         super().__init__()
         self.norm, self.reduction, self.gram_norm = norm, reduction, gram_norm
-        self.register_buffer("target", self.get_target(style_features.detach(), gram_norm), persistent=False)
+        styles = [style_features] if isinstance(style_features, Tensor) else list(style_features)
+        blend = list(blend or [1.0 / len(styles)] * len(styles))
+        grams = [self.get_target(f.detach(), gram_norm) for f in styles]
+        target = torch.cat(grams) if masks is not None else sum(b * g for b, g in zip(blend, grams))
+        self.register_buffer("target", target, persistent=False)  # (1, C, C), or (K, C, C) with masks
+        self.register_buffer("masks", masks, persistent=False)
+        self.region_weights = [len(styles) * b for b in blend]
 
     @staticmethod
     def get_target(features: Tensor, gram_norm: str) -> Tensor:
         return gram_matrix(features, gram_norm)
 
     def forward(self, features: Tensor) -> Tensor:
-        return distance(self.get_target(features, self.gram_norm), self.target, self.norm, self.reduction)
+        if self.masks is None:
+            return distance(self.get_target(features, self.gram_norm), self.target, self.norm, self.reduction)
+        regions = guided_regions(features, self.masks)
+        return sum(w * area * distance(self.get_target(region, self.gram_norm), target[None], self.norm,
+                                       self.reduction)
+                   for (region, area), target, w in zip(regions, self.target, self.region_weights))
 
 
 def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
@@ -88,6 +110,11 @@ def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
     dx = distance(image[..., :, 1:], image[..., :, :-1], norm)
     dy = distance(image[..., 1:, :], image[..., :-1, :], norm)
     return dx + dy
+
+
+def _value(value: Tensor, features: Tensor) -> Tensor:
+    """A term as it is (``normalize_gradients=false``)."""
+    return value
 
 
 def normalise_weights(layers: Sequence[str], weights: Mapping[str, float] | None,
@@ -107,7 +134,7 @@ class StyleTransferLoss(nn.Module):
     def __init__(
         self,
         content_features: Mapping[str, Tensor],
-        style_features: Mapping[str, Tensor],
+        style_features: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
         content_layer_weights: Mapping[str, float],
         style_layer_weights: Mapping[str, float],
         norm: str = "l2",
@@ -115,13 +142,18 @@ class StyleTransferLoss(nn.Module):
         gram_norm: str = "chw",
         tv_norm: str = "l2",
         tv_input: nn.Module | None = None,
+        style_blend: Sequence[float] | None = None,
+        masks: Tensor | None = None,
+        normalize_gradients: bool = False,
     ) -> None:
         super().__init__()
         self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
+        styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
-        self.style = nn.ModuleDict({l: StyleLoss(style_features[l], norm, reduction, gram_norm)
-                                    for l in style_layer_weights})
+        self.style = nn.ModuleDict({l: StyleLoss([s[l] for s in styles], norm, reduction, gram_norm,
+                                                 style_blend, masks) for l in style_layer_weights})
+        self.term: Callable[[Tensor, Tensor], Tensor] = normalized_gradient if normalize_gradients else _value
         self.content_layer_weights = dict(content_layer_weights)
         self.style_layer_weights = dict(style_layer_weights)
 
@@ -129,9 +161,10 @@ class StyleTransferLoss(nn.Module):
                 content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True) -> dict[str, Tensor]:
         """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``)."""
         zero = image.new_zeros(image.shape[0])
-        content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
+        content = sum((w * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
                        for l, w in self.content_layer_weights.items()), zero)
-        style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
+        style = sum((w * self.term(self.style[l](features[l]), features[l])
+                     for l, w in self.style_layer_weights.items()), zero)
         tv = tv_loss(self.tv_input(image), self.tv_norm) if with_tv else zero
         return {"content": content, "style": style, "tv": tv}
 

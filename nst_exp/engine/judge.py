@@ -66,13 +66,15 @@ class JudgeScore(pl.Callback):
 
     @torch.no_grad()
     def score(self, module: StyleTransferModule) -> dict[str, float | None]:
-        """The yardstick's scores of the module's (clamped, first) image, in fp32."""
+        """The yardstick's scores of the module's (clamped, first) image, in fp32; several styles
+        are blended and placed (masks) as the run has them."""
         extractor = self.extractor(module.device)
         content, style = module.content[:1].float(), module.style.float()
         image = module.image.detach()[:1].float().clamp(0, 1)
-        objective = StyleTransferLoss(extractor(content, list(self.content_layers)),
-                                      extractor(style, list(self.style_layers)),
-                                      self.content_layers, self.style_layers, **self.loss)
+        styles = [extractor(s.float(), list(self.style_layers)) for s in module.styles]
+        objective = StyleTransferLoss(extractor(content, list(self.content_layers)), styles,
+                                      self.content_layers, self.style_layers,
+                                      style_blend=module.style_blend, masks=module.masks, **self.loss)
         parts = objective(extractor(image), image, with_tv=False)
         raw = {"content": float(parts["content"].sum()), "style": float(parts["style"].sum())}
         scores = {

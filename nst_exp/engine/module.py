@@ -7,7 +7,7 @@ is manual so that an L-BFGS step can reuse the function value its line search al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, IterableDataset
 
 from nst_exp.core.augment import NoAugment, Warp
+from nst_exp.core.color import luminance
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.losses import StyleTransferLoss
 
@@ -40,13 +41,19 @@ class StyleTransferModule(pl.LightningModule):
 
     ``weights`` holds per-image content/style/TV weights, each a tensor of shape (B,), so a
     batch of images can be a batch of sweep jobs.
+
+    Artistic controls (runtime/controls.py prepares them): ``style`` may be several images,
+    blended by ``style_blend`` or placed by ``masks`` (K, 1, H, W); ``luminance_only`` shows
+    the network grey images (core/color.py: the image keeps the chroma it starts with).
     """
 
-    def __init__(self, image: Tensor, content: Tensor, style: Tensor, extractor: VGGFeatures,
+    def __init__(self, image: Tensor, content: Tensor, style: Tensor | Sequence[Tensor], extractor: VGGFeatures,
                  content_layers: dict[str, float], style_layers: dict[str, float], optimizer: OptimizerFactory,
                  weights: dict[str, Tensor], loss: dict[str, str] | None = None,
                  augment: NoAugment | None = None, clamp: str = "auto",
-                 scheduler: SchedulerFactory | None = None, grad_clip: float | None = None) -> None:
+                 scheduler: SchedulerFactory | None = None, grad_clip: float | None = None,
+                 style_blend: Sequence[float] | None = None, masks: Tensor | None = None,
+                 luminance_only: bool = False) -> None:
         super().__init__()
         if clamp not in CLAMP_MODES:
             raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
@@ -55,7 +62,12 @@ class StyleTransferModule(pl.LightningModule):
         self.image = nn.Parameter(image.detach().clone().contiguous())
         self.extractor = extractor
         self.register_buffer("content", content.expand_as(image).contiguous(), persistent=False)
-        self.register_buffer("style", style, persistent=False)
+        styles = [style] if isinstance(style, Tensor) else list(style)
+        for index, each in enumerate(styles):  # style, style_1, ...: buffers follow the module's device
+            self.register_buffer("style" if index == 0 else f"style_{index}", each, persistent=False)
+        self.style_blend = list(style_blend or [1.0 / len(styles)] * len(styles))
+        self.register_buffer("masks", masks, persistent=False)
+        self.luminance_only = luminance_only
         for name in ("content", "style", "tv"):
             self.register_buffer(f"{name}_weight", weights[name].float().reshape(-1), persistent=False)
         self.uses_tv = bool((weights["tv"] != 0).any())  # decided once, here: no device sync per step
@@ -72,13 +84,23 @@ class StyleTransferModule(pl.LightningModule):
     @torch.no_grad()
     def build_objective(self) -> StyleTransferLoss:
         """Encode content and style once, where the module lives (on the GPU if it is there)."""
-        content = self.extractor(self.content[:1], list(self.content_layers))
-        style = self.extractor(self.style, list(self.style_layers))
+        content = self.extractor(self.view(self.content[:1]), list(self.content_layers))
+        styles = [self.extractor(self.view(style), list(self.style_layers)) for style in self.styles]
         options = dict(self.loss_options)
         if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
             options["tv_input"] = self.extractor.preprocess
-        self.objective = StyleTransferLoss(content, style, self.content_layers, self.style_layers, **options)
+        self.objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
+                                           style_blend=self.style_blend, masks=self.masks, **options)
         return self.objective
+
+    @property
+    def styles(self) -> list[Tensor]:
+        """Every style image (one unless the config lists several)."""
+        return [self.style, *(getattr(self, f"style_{index}") for index in range(1, len(self.style_blend)))]
+
+    def view(self, image: Tensor) -> Tensor:
+        """What the network sees of an image: itself, or its luminance (``color=luminance``)."""
+        return luminance(image) if self.luminance_only else image
 
     def on_fit_start(self) -> None:
         if self.objective is None:
@@ -90,8 +112,8 @@ class StyleTransferModule(pl.LightningModule):
         content_targets = None
         if warp is not None:  # the content target must see the same warp as the image
             with torch.no_grad():
-                content_targets = self.extractor(self.augment(self.content, warp), list(self.content_layers))
-        seen = self.augment(image, warp)
+                content_targets = self.extractor(self.view(self.augment(self.content, warp)), list(self.content_layers))
+        seen = self.view(self.augment(image, warp))
         objective = self.objective or self.build_objective()
         parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv)
         weighted = {

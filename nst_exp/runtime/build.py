@@ -12,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from nst_exp.core.features import min_input_size
-from nst_exp.core.images import init_image, load_pair
+from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
+from nst_exp.runtime.controls import build_init, load_controls, style_paths
 from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,24 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     if not content_layers and not style_layers:
         raise ConfigError("layers.content=[] and layers.style=[]: both empty, nothing to optimise")
     min_edge, deepest = min_input_size(arch, [*content_layers, *style_layers])
-    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size, cfg.get("style_scale"),
-                               cfg.get("max_image_pixels", 89_478_485), min_edge,
-                               f" for layer {deepest} of {arch} (each pooling before it halves the size)")
+    why = f" for layer {deepest} of {arch} (each pooling before it halves the size)"
+    content, style = load_pair(cfg.pair.content, style_paths(cfg)[0], cfg.image_size, cfg.get("style_scale"),
+                               cfg.get("max_image_pixels", 89_478_485), min_edge, why)
+    controls = load_controls(cfg, content, style, min_edge, why)  # styles, blend, masks, colour
     log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
     generator = torch.Generator().manual_seed(cfg.seed)
-    image = init_image(cfg.init.kind, content, style, generator, cfg.init.get("noise", 0.0))
+    image = build_init(cfg, content, controls.style[0], generator)
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
     return StyleTransferModule(
-        image=image, content=content, style=style, extractor=extractor,
+        image=image, content=content, style=controls.style, extractor=extractor,
         content_layers=content_layers, style_layers=style_layers,
         optimizer=instantiate(cfg.optimizer), weights=weights,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
         scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
         grad_clip=cfg.get("grad_clip"),
+        style_blend=controls.style_blend, masks=controls.masks, luminance_only=controls.luminance_only,
     )
 
 

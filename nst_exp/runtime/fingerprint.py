@@ -47,6 +47,9 @@ def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[st
         "image": list(module.image.shape),
         "content": _digest(module.content),
         "style": _digest(module.style),
+        "controls": [[_digest(style) for style in module.styles[1:]], module.style_blend,
+                     _digest(module.masks),
+                     module.luminance_only],  # several styles, masks, color=luminance
         "network": network_digest(module.extractor),
         "seed": seed,
         "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
