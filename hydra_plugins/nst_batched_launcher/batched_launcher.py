@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,12 +127,13 @@ class BatchedLauncher(Launcher):
             for handler in handlers:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
-        if summaries is None:  # the error is reported and in the first job's summary.json
+        if summaries is None:  # reported once, and in the first job's summary.json
+            # As for a failed job run alone: each job's summary.json says why, it returns NaN
+            # (Optuna marks the trial failed), and SweepOutcome fails the multirun at its end.
             status = str(read_json(Path(batch[0].cfg.paths.output_dir) / "summary.json").get("status"))
-            log.error("Batch failed: %s", status)
             for n in ready:
-                returns[n].status, returns[n].return_value = JobStatus.FAILED, RuntimeError(status)
                 record_failure(jobs[n].cfg, status, started)
+                returns[n].return_value = math.nan
             return returns
         for n, summary in zip(ready, summaries):
             returns[n].return_value = summary.get(jobs[n].cfg.get("optimized_metric") or "final_loss")
