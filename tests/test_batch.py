@@ -42,6 +42,7 @@ def pixels(job_dir: Path) -> np.ndarray:
     return np.asarray(Image.open(job_dir / "final.png"), dtype=np.int16)
 
 
+@pytest.mark.slow  # a batched sweep and its 3 sequential runs, > 10 s
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> None:
     """Sequential = the shipped path (torch's Adam / LBFGS on one image, train())."""
@@ -71,6 +72,7 @@ def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> N
     assert len(set(finals)) == len(finals)  # the jobs really differ
 
 
+@pytest.mark.slow  # two 64 px runs
 def test_batched_lbfgs_of_one_image_is_torch_lbfgs(tmp_path: Path) -> None:
     """Same image, same kernels: the batched L-BFGS takes torch's steps to the last bit."""
     # 64 px: at 32 px relu5_1 is a 1x1 map, whose 2-thread mkldnn conv backward is not reproducible

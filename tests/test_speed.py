@@ -66,6 +66,7 @@ def test_gram_of_channels_last_features_is_the_same_matrix() -> None:
     torch.testing.assert_close(gram_matrix(nhwc), gram_matrix(features))
 
 
+@pytest.mark.slow  # two runs per optimiser; no gain on CPU, auto turns it on for CUDA only
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_channels_last_on_cpu_gives_the_same_run(tmp_path: Path, optimizer: str) -> None:
     losses = {}

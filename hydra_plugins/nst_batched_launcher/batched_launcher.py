@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,11 +115,13 @@ class BatchedLauncher(SweepLauncher):
         try:
             summaries = run_interruptible(train_batch, batch)  # SIGTERM/Ctrl-C: every job checkpoints
         except Exception as error:
+            # As for a failed job run alone: each job's summary.json says why, it returns NaN
+            # (Optuna marks the trial failed), and SweepOutcome fails the multirun at its end.
             status = f"failed: {type(error).__name__}: {one_line(error)}"
             log.error("Batch failed: %s", status)
             for n in ready:
-                returns[n].status, returns[n].return_value = JobStatus.FAILED, error
                 record_failure(jobs[n].cfg, status, started)
+                returns[n].return_value = math.nan
             return returns
         finally:
             for handler in handlers:

@@ -50,8 +50,8 @@ class ContainedLocalLauncher(LocalLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         with forward_stop_signals(submitit_children) as signals:
-            try:
-                return super().launch(job_overrides, initial_job_idx)
+            try:  # waits for every job; a job that died reads as NaN there, and is recorded below
+                super().launch(job_overrides, initial_job_idx)
             except Exception as error:  # submitit: a job ended without a result
                 while submitit_children():  # let the others finish (or checkpoint, after a signal)
                     time.sleep(0.5)
