@@ -129,7 +129,8 @@ def test_bad_input_gives_one_line_exit_2_and_nothing_half_written(
     if case == "output dir under a file":
         assert not job.exists()
         return
-    assert sorted(p.name for p in job.iterdir()) == ["summary.json"]  # no image, no metrics, no temp files
+    # no image, no metrics, no temp files (.lock: the job dir's owner, runtime/jobdir.py)
+    assert sorted(p.name for p in job.iterdir()) == [".lock", "summary.json"]
     summary = json.loads((job / "summary.json").read_text())
     assert summary["status"] == "failed: " + lines[0].removeprefix("error: ")
     assert summary["final_loss"] is None and summary["image"] is None
@@ -224,5 +225,5 @@ def test_cli_missing_image_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: pair.style='{tmp_path}/missing.jpg': no such file"
     assert "Traceback" not in result.stdout + result.stderr
-    assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json", "train.log"]
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "summary.json", "train.log"]
     assert "no such file" in (run / "train.log").read_text()
