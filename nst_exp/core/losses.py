@@ -8,6 +8,10 @@ D is the L2 (squared) or L1 distance, averaged ("mean") or summed ("sum") over e
 the Gram matrix with a selectable normalisation; layer weights w_l, v_l are normalised to sum
 to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets.
 Each loss owns its target as a buffer, computed once.
+
+Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
+small difference of large Gram entries, which 8 mantissa bits would round away.
+``reference_pixels`` makes a summed content term size-invariant (see StyleTransferLoss).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     so that a summed squared difference equals the paper's sum (G - A)^2 / (4 N^2 M^2);
     ``none`` keeps the raw sum.
     """
+    features = features.float()
     b, c, h, w = features.shape
     if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
         flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
@@ -42,7 +47,7 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
 
 def distance(input: Tensor, target: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
     """Per-image L2 (squared) or L1 distance, reduced over all but the batch dim -> (B,)."""
-    diff = (input - target).flatten(1)
+    diff = (input.float() - target.float()).flatten(1)
     per_element = diff.square() if norm == "l2" else diff.abs()
     return per_element.mean(1) if reduction == "mean" else per_element.sum(1)
 
@@ -93,6 +98,12 @@ class StyleTransferLoss(nn.Module):
     """Weighted content + style + TV objective over a dict of layer activations.
 
     Returns per-image tensors of shape (B,) so batched sweeps can weight each image apart.
+
+    ``reference_pixels``: a summed content term grows with the pixel count while the paper's
+    E_l does not, so the content:style balance of fixed weights moves with ``image_size``.
+    With this set, the content term is rescaled to what it would be for an image of this many
+    pixels (Gatys et al. rendered about 512 x 512 = 262144): the same alpha/beta balance at
+    any size. None keeps the raw term.
     """
 
     def __init__(
@@ -104,8 +115,10 @@ class StyleTransferLoss(nn.Module):
         norm: str = "l2",
         reduction: str = "mean",
         gram_norm: str = "chw",
+        reference_pixels: int | None = None,
     ) -> None:
         super().__init__()
+        self.reference_pixels = reference_pixels
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
         self.style = nn.ModuleDict({l: StyleLoss(style_features[l], norm, reduction, gram_norm)
@@ -114,13 +127,22 @@ class StyleTransferLoss(nn.Module):
         self.style_layer_weights = dict(style_layer_weights)
 
     def forward(self, features: Mapping[str, Tensor], image: Tensor,
-                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True) -> dict[str, Tensor]:
-        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``)."""
-        zero = image.new_zeros(image.shape[0])
-        content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
-                       for l, w in self.content_layer_weights.items()), zero)
-        style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
-        return {"content": content, "style": style, "tv": tv_loss(image) if with_tv else zero}
+                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True,
+                tv_image: Tensor | None = None) -> dict[str, Tensor]:
+        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``).
+
+        ``image`` is what the network saw; TV is taken on ``tv_image`` when given (the image
+        parameter itself, not an augmented crop of it), in fp32 like the rest.
+        """
+        with torch.autocast(image.device.type, enabled=False):
+            zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+            content = sum((w * self.content[l](features[l], (content_targets or {}).get(l))
+                           for l, w in self.content_layer_weights.items()), zero)
+            if self.reference_pixels:
+                content = content * (self.reference_pixels / (image.shape[-2] * image.shape[-1]))
+            style = sum((w * self.style[l](features[l]) for l, w in self.style_layer_weights.items()), zero)
+            tv = tv_loss((image if tv_image is None else tv_image).float()) if with_tv else zero
+        return {"content": content, "style": style, "tv": tv}
 
     def extra_repr(self) -> str:
         return f"content={self.content_layer_weights}, style={self.style_layer_weights}"

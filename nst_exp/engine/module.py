@@ -85,7 +85,8 @@ class StyleTransferModule(pl.LightningModule):
                 content_targets = self.extractor(self.augment(self.content, warp), list(self.content_layers))
         seen = self.augment(image, warp)
         objective = self.objective or self.build_objective()
-        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv)
+        # TV regularises the image being optimised, not the warped crop the network sees.
+        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv, tv_image=image)
         weighted = {
             "content_loss": self.content_weight * parts["content"],
             "style_loss": self.style_weight * parts["style"],

@@ -75,12 +75,23 @@ def check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
 
 
+def check_paper_options(cfg: DictConfig) -> None:
+    """Gatys et al.'s normalised network and size-invariant content term."""
+    normalize = cfg.model.get("normalize", False)
+    if not isinstance(normalize, bool):
+        raise ConfigError(f"model.normalize={normalize!r}: must be true or false")
+    pixels = cfg.loss.get("reference_pixels")
+    if pixels is not None and (not isinstance(pixels, int) or isinstance(pixels, bool) or pixels <= 0):
+        raise ConfigError(f"loss.reference_pixels={pixels!r}: must be a positive integer or null (raw sum)")
+
+
 # One entry per concern; a new feature adds its own check function and one line here.
 CHECKS: list[Callable[[DictConfig], None]] = [
     check_weights,
     check_run,
     check_optimizer,
     check_choices,
+    check_paper_options,
 ]
 
 
