@@ -35,12 +35,13 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     """
     features = features.float()
     b, c, h, w = features.shape
-    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
-        flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
-        gram = torch.bmm(flat.transpose(1, 2), flat)
-    else:
-        flat = features.reshape(b, c, h * w)
-        gram = torch.bmm(flat, flat.transpose(1, 2))
+    with torch.autocast(features.device.type, enabled=False):  # fp32 even under bf16 autocast
+        if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+            flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
+            gram = torch.bmm(flat.transpose(1, 2), flat)
+        else:
+            flat = features.reshape(b, c, h * w)
+            gram = torch.bmm(flat, flat.transpose(1, 2))
     scale = {"chw": c * h * w, "gatys": 2 * c * h * w, "none": 1}[norm]
     return gram / scale
 

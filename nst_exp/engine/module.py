@@ -61,6 +61,7 @@ class StyleTransferModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.clamp = clamp
         self.last_components: dict[str, Tensor] = {}
+        self.evaluations = 0  # forward/backward passes so far (cache hits are free): metrics.csv's evals
         self._cache: tuple[Tensor, Tensor, Tensor, dict[str, Tensor]] | None = None
 
     @torch.no_grad()
@@ -115,6 +116,7 @@ class StyleTransferModule(pl.LightningModule):
 
         optimizer.step(closure=closure)
         self.last_components = first[0]  # the loss at the image this step started from
+        # auto: L-BFGS is box-constrained itself (nst_exp.core.box_lbfgs); clamping it would corrupt its pairs
         if self.clamp == "step" or (self.clamp == "auto" and not self._quasi_newton):
             with torch.no_grad():
                 self.image.clamp_(0, 1)
@@ -130,6 +132,7 @@ class StyleTransferModule(pl.LightningModule):
             self.image.grad = grad.clone()
             return loss, parts
         optimizer.zero_grad(set_to_none=False)
+        self.evaluations += 1
         parts = self.components(self.image, warp)
         self.manual_backward(parts["loss"].sum())
         detached = {key: value.detach() for key, value in parts.items()}
