@@ -90,13 +90,14 @@ class BoxLBFGS(LBFGS):
                  bounds: tuple[float, float] = (0.0, 1.0), **kwargs: object) -> None:
         if max_iter != 1:
             raise ValueError(f"optimizer.max_iter={max_iter}: box-constrained L-BFGS runs one iteration per step")
-        super().__init__(params, lr=1.0, max_iter=1, **kwargs)
+        scalar = isinstance(lr, (int, float))  # one lr: in the group, where the divergence guard scales it
+        super().__init__(params, lr=float(lr) if scalar else 1.0, max_iter=1, **kwargs)
         if self.param_groups[0]["line_search_fn"] not in (None, "strong_wolfe"):
             raise ValueError(f"optimizer.line_search_fn={self.param_groups[0]['line_search_fn']!r}: "
                              "one of strong_wolfe, null")
         (param,) = self._params
         batch = param.shape[0]
-        self.image_lr = [float(lr)] * batch if isinstance(lr, (int, float)) else [float(v) for v in lr]
+        self.image_lr = [1.0] * batch if scalar else [float(v) for v in lr]
         if len(self.image_lr) != batch:
             raise ValueError(f"optimizer.lr has {len(self.image_lr)} values for a batch of {batch} images")
         self.lower, self.upper = float(bounds[0]), float(bounds[1])
@@ -140,7 +141,8 @@ class BoxLBFGS(LBFGS):
             if gtd > -group["tolerance_change"]:
                 continue  # not a descent direction: no move this step
             first_step = self.history(i)["n_iter"] == 1
-            t = self.image_lr[i] * (min(1.0, 1.0 / float(projected.abs().sum())) if first_step else 1.0)
+            lr = self.image_lr[i] * group["lr"]
+            t = lr * (min(1.0, 1.0 / float(projected.abs().sum())) if first_step else 1.0)
             directions[i] = d
             if group["line_search_fn"] is None:
                 self._move(param, i, start[i], d, t)
