@@ -45,7 +45,7 @@ def pixels(job_dir: Path) -> np.ndarray:
 @pytest.mark.slow  # a batched sweep and its 3 sequential runs, > 10 s
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> None:
-    """Sequential = the shipped path (torch's Adam / LBFGS on one image, train())."""
+    """Sequential = the shipped path (Adam / box-constrained LBFGS on one image, train())."""
     jobs = []
     for n, overrides in enumerate(JOBS[optimizer]):
         sequential = job_cfg(optimizer, overrides, tmp_path / "sequential" / str(n))
@@ -76,7 +76,8 @@ def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> N
 def test_batched_lbfgs_of_one_image_is_torch_lbfgs(tmp_path: Path) -> None:
     """Same image, same kernels: the batched L-BFGS takes torch's steps to the last bit."""
     # 64 px: at 32 px relu5_1 is a 1x1 map, whose 2-thread mkldnn conv backward is not reproducible
-    overrides = ["style_weight=1e6", "tv_weight=10", "image_size=64"]
+    # clamp=end: torch's unconstrained LBFGS (clamp=auto runs nst_exp.core.box_lbfgs on both paths)
+    overrides = ["style_weight=1e6", "tv_weight=10", "image_size=64", "clamp=end"]
     train(job_cfg("lbfgs", overrides, tmp_path / "torch"))
     cfg = job_cfg("lbfgs", overrides, tmp_path / "batched")
     train_batch([Job(cfg, build_callbacks(cfg), [])])

@@ -71,10 +71,12 @@ def test_experiment_composes_and_checks(experiment: str) -> None:
         assert cfg.tags, "experiments tag their W&B runs"
         paper = experiment.startswith("gatys_")
         assert (str(cfg.hydra.mode) == "RunMode.MULTIRUN") == (experiment not in PRESETS)
-        if paper:  # the paper's setup: VGG19, average pooling, E_l, equal layer weights
-            assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg"
+        if paper:  # the paper's setup: normalised VGG19, average pooling, E_l, equal layer weights, box
+            assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg" and cfg.model.normalize
             assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys", "tv_norm": "l2",
-                                      "tv_space": "pixels", "normalize_gradients": False}
+                                      "tv_space": "pixels", "normalize_gradients": False,
+                                      "reference_pixels": 512 * 512}
+            assert cfg.clamp == "auto"  # box-constrained L-BFGS
             assert not cfg.layers.style_weights and not cfg.layers.content_weights
             assert cfg.optimizer._target_ == "torch.optim.LBFGS"
 
@@ -100,7 +102,7 @@ def test_gatys_fig3_pairs_and_alpha_beta() -> None:
                       "composition_vii.jpg": 5e-4}
     assert compose_job("experiment=gatys_fig3", "pair=coffee_starry_night").content_weight == 1e-3  # not in the paper
     cfg = compose_job("experiment=gatys_fig3")
-    assert cfg.style_weight == 1660 and list(cfg.layers.content) == ["relu4_2"] and cfg.init.kind == "gray"
+    assert cfg.style_weight == 2e5 and list(cfg.layers.content) == ["relu4_2"] and cfg.init.kind == "gray"
     assert list(cfg.layers.style) == CUMULATIVE[-1]
 
 
@@ -154,4 +156,4 @@ def test_cli_resolves_the_per_pair_ratio(tmp_path: Path) -> None:
     result = run_cli("experiment=gatys_fig3", "pair=tubingen_the_scream", "--cfg", "job", "--resolve", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     job = OmegaConf.create(result.stdout)
-    assert job.content_weight == 5e-3 and job.style_weight == 1660
+    assert job.content_weight == 5e-3 and job.style_weight == 2e5

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.optim import LBFGS, Optimizer
 
 from nst_exp.batched.line_search import Scalar, strong_wolfe
+from nst_exp.core.box_lbfgs import two_loop
 
 Closure = Callable[[], Tensor]
 
@@ -165,14 +166,7 @@ class ImageHistory:
                 self.old_dirs.pop(0), self.old_stps.pop(0), self.ro.pop(0)
             self.old_dirs.append(y), self.old_stps.append(s), self.ro.append(1.0 / ys)
             self.h_diag = ys / y.dot(y)
-        q, alphas = grad.neg(), []
-        for s_i, y_i, ro_i in zip(reversed(self.old_stps), reversed(self.old_dirs), reversed(self.ro)):
-            alphas.append(s_i.dot(q) * ro_i)
-            q.add_(y_i, alpha=-alphas[-1])
-        r = q.mul_(self.h_diag)
-        for s_i, y_i, ro_i, a_i in zip(self.old_stps, self.old_dirs, self.ro, reversed(alphas)):
-            r.add_(s_i, alpha=a_i - y_i.dot(r) * ro_i)
-        return r
+        return two_loop(grad.neg(), self.old_stps, self.old_dirs, self.ro, self.h_diag)
 
 
 class BatchedLBFGS(PerImageControl, LBFGS):

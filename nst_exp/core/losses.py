@@ -13,6 +13,10 @@ TV is the squared (l2) or absolute (l1) neighbour difference, of the pixels or, 
 Each loss owns its target as a buffer, computed once. Several styles: their Grams are blended,
 A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/guided.py).
 ``normalize_gradients`` divides each term's gradient by its L1 norm (core/gradnorm.py).
+
+Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
+small difference of large Gram entries, which 8 mantissa bits would round away.
+``reference_pixels`` makes a summed content term size-invariant (see StyleTransferLoss).
 """
 
 from __future__ import annotations
@@ -39,20 +43,22 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     ``sqrt_chw`` divides by sqrt(C*H*W), so a mean squared difference is yunjey's
     mean((G - A)^2) / (c*h*w) of raw Grams; ``none`` keeps the raw sum.
     """
+    features = features.float()
     b, c, h, w = features.shape
-    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
-        flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
-        gram = torch.bmm(flat.transpose(1, 2), flat)
-    else:
-        flat = features.reshape(b, c, h * w)
-        gram = torch.bmm(flat, flat.transpose(1, 2))
+    with torch.autocast(features.device.type, enabled=False):  # fp32 even under bf16 autocast
+        if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+            flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
+            gram = torch.bmm(flat.transpose(1, 2), flat)
+        else:
+            flat = features.reshape(b, c, h * w)
+            gram = torch.bmm(flat, flat.transpose(1, 2))
     scale = {"chw": c * h * w, "gatys": 2 * c * h * w, "sqrt_chw": (c * h * w) ** 0.5, "none": 1}[norm]
     return gram / scale
 
 
 def distance(input: Tensor, target: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
     """Per-image L2 (squared) or L1 distance, reduced over all but the batch dim -> (B,)."""
-    diff = (input - target).flatten(1)
+    diff = (input.float() - target.float()).flatten(1)
     per_element = diff.square() if norm == "l2" else diff.abs()
     return per_element.mean(1) if reduction == "mean" else per_element.sum(1)
 
@@ -129,6 +135,12 @@ class StyleTransferLoss(nn.Module):
     """Weighted content + style + TV objective over a dict of layer activations.
 
     Returns per-image tensors of shape (B,) so batched sweeps can weight each image apart.
+
+    ``reference_pixels``: a summed content term grows with the pixel count while the paper's
+    E_l does not, so the content:style balance of fixed weights moves with ``image_size``.
+    With this set, the content term is rescaled to what it would be for an image of this many
+    pixels (Gatys et al. rendered about 512 x 512 = 262144): the same alpha/beta balance at
+    any size. None keeps the raw term.
     """
 
     def __init__(
@@ -145,9 +157,11 @@ class StyleTransferLoss(nn.Module):
         style_blend: Sequence[float] | None = None,
         masks: Tensor | None = None,
         normalize_gradients: bool = False,
+        reference_pixels: int | None = None,
     ) -> None:
         super().__init__()
         self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
+        self.reference_pixels = reference_pixels
         styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
@@ -158,14 +172,23 @@ class StyleTransferLoss(nn.Module):
         self.style_layer_weights = dict(style_layer_weights)
 
     def forward(self, features: Mapping[str, Tensor], image: Tensor,
-                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True) -> dict[str, Tensor]:
-        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``)."""
-        zero = image.new_zeros(image.shape[0])
-        content = sum((w * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
-                       for l, w in self.content_layer_weights.items()), zero)
-        style = sum((w * self.term(self.style[l](features[l]), features[l])
-                     for l, w in self.style_layer_weights.items()), zero)
-        tv = tv_loss(self.tv_input(image), self.tv_norm) if with_tv else zero
+                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True,
+                tv_image: Tensor | None = None) -> dict[str, Tensor]:
+        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``).
+
+        ``image`` is what the network saw; TV is taken on ``tv_image`` when given (the image
+        parameter itself, not an augmented crop of it), in fp32 like the rest.
+        """
+        with torch.autocast(image.device.type, enabled=False):
+            zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+            content = sum((w * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
+                           for l, w in self.content_layer_weights.items()), zero)
+            if self.reference_pixels:
+                content = content * (self.reference_pixels / (image.shape[-2] * image.shape[-1]))
+            style = sum((w * self.term(self.style[l](features[l]), features[l])
+                         for l, w in self.style_layer_weights.items()), zero)
+            tv_source = (image if tv_image is None else tv_image).float()
+            tv = tv_loss(self.tv_input(tv_source), self.tv_norm) if with_tv else zero
         return {"content": content, "style": style, "tv": tv}
 
     def extra_repr(self) -> str:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from nst_exp.core.features import VGG_CONFIGS, VGGFeatures, conv_indices
 from nst_exp.core.files import input_file_problem
+from nst_exp.core.normalize import normalised_state_dict
 from nst_exp.errors import WeightsError, WeightsMismatch
 
 TORCHVISION_URLS = {
@@ -85,12 +86,21 @@ def make_preprocess(weights: str, preprocess: str | None = None, pixel_max: floa
 
 
 def build_extractor(arch: str, layers: Iterable[str | int], weights: str = "caffe", pooling: str = "max",
-                    preprocess: str | None = None, seed: int = 0, pixel_max: float = 255.0) -> VGGFeatures:
-    """A frozen, truncated VGG for ``layers`` with ``weights`` and their preprocessing."""
+                    preprocess: str | None = None, seed: int = 0, pixel_max: float = 255.0,
+                    normalize: bool = False) -> VGGFeatures:
+    """A frozen, truncated VGG for ``layers`` with ``weights`` and their preprocessing.
+
+    ``normalize``: Gatys et al.'s normalised network (nst_exp.core.normalize).
+    """
     if arch not in VGG_CONFIGS:
         raise ValueError(f"model.arch={arch!r} is not one of {sorted(VGG_CONFIGS)}")
     state_dict = load_state_dict(arch, weights, seed)
     preprocessor = make_preprocess(weights, preprocess, pixel_max)
+    if normalize:
+        try:
+            state_dict = normalised_state_dict(arch, state_dict, preprocessor)
+        except WeightsMismatch as error:
+            raise WeightsError(f"model.weights={weights!r}: {error}") from None
     try:
         return VGGFeatures(arch, layers, state_dict, preprocessor, pooling)
     except WeightsMismatch as error:

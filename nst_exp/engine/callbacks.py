@@ -27,7 +27,9 @@ from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("loss", "content_loss", "style_loss", "tv_loss")
-CSV_FIELDS = ("step",) + METRIC_KEYS + ("wall_time_s",)
+# evals: cumulative loss+gradient evaluations (L-BFGS pays several per step, Adam one), so
+# optimisers can be compared per evaluation and per second, not only per step.
+CSV_FIELDS = ("step",) + METRIC_KEYS + ("wall_time_s", "evals")
 
 
 class MetricsRecorder(pl.Callback):
@@ -40,9 +42,10 @@ class MetricsRecorder(pl.Callback):
         self.path = Path(output_dir) / "metrics.csv"
         self.every_n_steps = max(1, int(every_n_steps))
         self.rows: list[dict[str, float]] = []
-        self._pending: list[tuple[int, float, torch.Tensor]] = []
+        self._pending: list[tuple[int, float, int, torch.Tensor]] = []
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
+        self._resumed_evals = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The rows so far (flushed by whoever checkpoints): a resumed run rewrites the CSV from them."""
@@ -51,6 +54,7 @@ class MetricsRecorder(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict["rows"]]
         self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
+        self._resumed_evals = int(self.rows[-1].get("evals", 0)) if self.rows else 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter() - self._resumed_wall
@@ -60,7 +64,8 @@ class MetricsRecorder(pl.Callback):
         if not parts:
             return
         stacked = torch.stack([parts[key].sum() for key in METRIC_KEYS])
-        self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, stacked))
+        evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
+        self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
         if trainer.global_step % self.every_n_steps == 0:
             self.flush(trainer)
 
@@ -74,9 +79,9 @@ class MetricsRecorder(pl.Callback):
         """Move pending values to the host in one copy, append to the CSV, send to loggers."""
         if not self._pending:
             return
-        values = torch.stack([v for _, _, v in self._pending]).cpu().tolist()
-        new_rows = [{"step": step, **dict(zip(METRIC_KEYS, vals)), "wall_time_s": round(wall, 4)}
-                    for (step, wall, _), vals in zip(self._pending, values)]
+        values = torch.stack([v for *_, v in self._pending]).cpu().tolist()
+        new_rows = [{"step": step, **dict(zip(METRIC_KEYS, vals)), "wall_time_s": round(wall, 4), "evals": evals}
+                    for (step, wall, evals, _), vals in zip(self._pending, values)]
         self._pending.clear()
         self.rows += new_rows
         self._write_csv()

@@ -79,6 +79,7 @@ class StyleTransferModule(pl.LightningModule):
         self.grad_clip = grad_clip  # element-wise, each evaluation's gradient (engine/module.py)
         self.clamp = clamp
         self.last_components: dict[str, Tensor] = {}
+        self.evaluations = 0  # forward/backward passes so far (cache hits are free): metrics.csv's evals
         self._cache: tuple[Tensor, Tensor, Tensor, dict[str, Tensor]] | None = None
 
     @torch.no_grad()
@@ -115,7 +116,8 @@ class StyleTransferModule(pl.LightningModule):
                 content_targets = self.extractor(self.view(self.augment(self.content, warp)), list(self.content_layers))
         seen = self.view(self.augment(image, warp))
         objective = self.objective or self.build_objective()
-        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv)
+        # TV regularises the image being optimised, not the warped crop the network sees.
+        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv, tv_image=image)
         weighted = {
             "content_loss": self.content_weight * parts["content"],
             "style_loss": self.style_weight * parts["style"],
@@ -148,6 +150,7 @@ class StyleTransferModule(pl.LightningModule):
             scheduler.step()
         self.last_components = first[0]  # the loss at the image this step started from
         self._log_losses(first[0])
+        # auto: L-BFGS is box-constrained itself (nst_exp.core.box_lbfgs); clamping it would corrupt its pairs
         if self.clamp == "step" or (self.clamp == "auto" and not self._quasi_newton):
             with torch.no_grad():
                 self.image.clamp_(0, 1)
@@ -176,6 +179,7 @@ class StyleTransferModule(pl.LightningModule):
             self.image.grad = grad.clone()
             return loss, parts
         optimizer.zero_grad(set_to_none=False)
+        self.evaluations += 1
         parts = self.components(self.image, warp)
         self.manual_backward(parts["loss"].sum())
         if self.grad_clip is not None:  # Trainer(gradient_clip_val) refuses manual optimisation

@@ -204,27 +204,31 @@ def _decades(values: list[float]) -> tuple[int, int]:
     return low, max(high, low + 1)
 
 
-def loss_plot(grid: Grid, size: tuple[int, int] = (960, 540)) -> Image.Image:
-    """Total loss of every job against the step, log-scale y, one colour per job."""
+# metrics.csv column -> x-axis label of a loss plot (evals and wall time: fair optimiser comparisons)
+LOSS_AXES = {"step": "step", "evals": "loss + gradient evaluations", "wall_time_s": "wall time (s)"}
+
+
+def loss_plot(grid: Grid, size: tuple[int, int] = (960, 540), x: str = "step") -> Image.Image:
+    """Total loss of every job against ``x`` (a metrics.csv column), log-scale y, one colour per job."""
     face = font(14)
     width, height = size
     left, right, top, bottom = 70, 300, 36, 46
     plot = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(plot)
-    curves = [(job, [(r["step"], r["loss"]) for r in job.metrics() if r.get("loss", 0) > 0
-                     and math.isfinite(r["loss"])]) for job in grid.jobs]
+    curves = [(job, [(r[x], r["loss"]) for r in job.metrics() if r.get("loss", 0) > 0
+                     and math.isfinite(r["loss"]) and x in r]) for job in grid.jobs]
     curves = [(job, points) for job, points in curves if points]
-    draw.text((left, 10), "total loss per job (log scale)", fill=INK, font=face)
+    draw.text((left, 10), f"total loss per job (log scale) against {LOSS_AXES[x]}", fill=INK, font=face)
     x0, x1, y0, y1 = left, width - right, top, height - bottom
     draw.rectangle([x0, y0, x1, y1], outline=INK)
     if not curves:
-        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), "no metrics.csv yet", fill=INK, font=face, anchor="mm")
+        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), f"no {x} in metrics.csv yet", fill=INK, font=face, anchor="mm")
         return plot
-    max_step = max(max(s for s, _ in points) for _, points in curves) or 1
+    max_x = max(max(s for s, _ in points) for _, points in curves) or 1
     low, high = _decades([v for _, points in curves for _, v in points])
 
-    def to_xy(step: float, value: float) -> tuple[float, float]:
-        fx = step / max_step
+    def to_xy(at: float, value: float) -> tuple[float, float]:
+        fx = at / max_x
         fy = (math.log10(value) - low) / (high - low)
         return x0 + fx * (x1 - x0), y1 - fy * (y1 - y0)
 
@@ -233,9 +237,10 @@ def loss_plot(grid: Grid, size: tuple[int, int] = (960, 540)) -> Image.Image:
         draw.line([x0, y, x1, y], fill=EMPTY)
         draw.text((x0 - 6, y), f"1e{decade}", fill=INK, font=face, anchor="rm")
     for fraction in (0, 0.25, 0.5, 0.75, 1):
-        step = round(max_step * fraction)
-        draw.text((to_xy(step, 10.0 ** low)[0], y1 + 6), str(step), fill=INK, font=face, anchor="mt")
-    draw.text(((x0 + x1) // 2, height - 18), "step", fill=INK, font=face, anchor="mt")
+        tick = max_x * fraction
+        text = str(round(tick)) if max_x >= 20 else f"{tick:.3g}"
+        draw.text((to_xy(tick, 10.0 ** low)[0], y1 + 6), text, fill=INK, font=face, anchor="mt")
+    draw.text(((x0 + x1) // 2, height - 18), LOSS_AXES[x], fill=INK, font=face, anchor="mt")
     for i, (job, points) in enumerate(curves):
         colour = PALETTE[i % len(PALETTE)]
         xy = [to_xy(s, v) for s, v in points]

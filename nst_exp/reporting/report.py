@@ -1,4 +1,4 @@
-"""Turn a multirun directory into report.html, report.csv, contact_sheet.png, losses.png and report.md.
+"""Turn a multirun directory into report.html, report.csv, contact_sheet.png, losses*.png and report.md.
 
 Only files on disk are read (no W&B), so it works offline, on a copied directory, and on a
 sweep that is still running: unfinished jobs show as labelled empty cells and status rows.
@@ -21,7 +21,10 @@ from nst_exp.reporting.multirun import Grid, Job, common_overrides, grid_of, loa
 
 SUMMARY_COLUMNS = ("final_loss", "content_loss", "style_loss", "tv_loss", *YARDSTICK, "steps", "stopped_early_at",
                    "wall_time_s", "train_time_s", "ms_per_step")
-OUTPUTS = ("report.html", "report.csv", "contact_sheet.png", "losses.png", "report.md")
+OUTPUTS = ("report.html", "report.csv", "contact_sheet.png", "losses.png", "losses_evals.png", "losses_time.png",
+           "report.md")
+# The loss curves: per step, per evaluation and per second (steps of L-BFGS and Adam differ in cost).
+LOSS_PLOTS = {"losses.png": "step", "losses_evals.png": "evals", "losses_time.png": "wall_time_s"}
 
 
 
@@ -85,6 +88,10 @@ def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fix
         "",
         "![loss curves](losses.png)",
         "",
+        "Against the cost of getting there: evaluations (L-BFGS pays several per step) and wall time.",
+        "",
+        "![loss per evaluation](losses_evals.png) ![loss per second](losses_time.png)",
+        "",
         "| " + " | ".join(shown) + " |",
         "|" + "---|" * len(shown),
     ]
@@ -110,7 +117,8 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     write_text(paths["report.csv"], to_csv(table))
     fixed = " ".join(f"{k}={v}" for k, v in common_overrides(jobs).items())
     save_image(contact_sheet(grid, title=f"{sweep_dir.name}: {fixed}".rstrip(": ")), paths["contact_sheet.png"])
-    save_image(loss_plot(grid), paths["losses.png"])
+    for name, x in LOSS_PLOTS.items():
+        save_image(loss_plot(grid, x=x), paths[name])
     write_text(paths["report.md"], to_markdown(table, grid, sweep_dir, fixed))
     write_text(paths["report.html"], report_html(grid, sweep_dir, fixed, status_counts(table)))
     return paths

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
+from nst_exp.core.box_lbfgs import box_constrained
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
@@ -47,7 +48,7 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     return StyleTransferModule(
         image=image, content=content, style=controls.style, extractor=extractor,
         content_layers=content_layers, style_layers=style_layers,
-        optimizer=instantiate(cfg.optimizer), weights=weights,
+        optimizer=box_constrained(instantiate(cfg.optimizer), cfg.clamp), weights=weights,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
         scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,

@@ -207,6 +207,16 @@ def _show(value: Any) -> str:
     return f"[{', '.join(str(v) for v in value)}]" if isinstance(value, ListConfig) else repr(value)
 
 
+def check_paper_options(cfg: DictConfig) -> None:
+    """Gatys et al.'s normalised network and size-invariant content term."""
+    normalize = cfg.model.get("normalize", False)
+    if not isinstance(normalize, bool):
+        raise ConfigError(f"model.normalize={normalize!r}: must be true or false")
+    pixels = cfg.loss.get("reference_pixels")
+    if pixels is not None and (not isinstance(pixels, int) or isinstance(pixels, bool) or pixels <= 0):
+        raise ConfigError(f"loss.reference_pixels={pixels!r}: must be a positive integer or null (raw sum)")
+
+
 # One entry per concern; a new feature adds its own check function and one line here.
 CHECKS: list[Callable[[DictConfig], None]] = [
     check_weights,
@@ -218,6 +228,7 @@ CHECKS: list[Callable[[DictConfig], None]] = [
     check_recipe_options,
     check_optimisation,
     check_controls,
+    check_paper_options,
 ]
 
 
