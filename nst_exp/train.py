@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from torch import Tensor
 
 from nst_exp.core.files import read_json
 from nst_exp.engine.loggers import finish_wandb
@@ -21,8 +22,10 @@ from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, 
 from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
+from nst_exp.runtime.multiscale import run_scales
 from nst_exp.runtime.resolvers import register_resolvers
 from nst_exp.runtime.task import metric, task_wrapper
+from nst_exp.runtime.tiling import run_tiled, tiled
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes; launcher workers import this module too
@@ -33,7 +36,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg``, optimise, and return the job's summary.json."""
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg)
+    if cfg.get("scales"):  # coarse-to-fine: one run per scale (nst_exp/runtime/multiscale.py)
+        return run_scales(cfg, fit)
+    if tiled(cfg):
+        return run_tiled(cfg, None)
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig, init: Tensor | None = None) -> dict[str, Any]:
+    """One untiled run (``init``: a starting image instead of ``cfg.init``); its summary.json."""
+    module = build_module(cfg, init)
     checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
     trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
     log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import init_image, load_pair
 from nst_exp.core.layers import layer_weights
+from nst_exp.core.tiles import resample
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
@@ -21,8 +22,12 @@ from nst_exp.runtime.validate import check_config
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig) -> StyleTransferModule:
-    """Load images and weights, and assemble the LightningModule described by ``cfg``."""
+def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTransferModule:
+    """Load images and weights, and assemble the LightningModule described by ``cfg``.
+
+    ``init`` (coarse-to-fine: the previous scale's result) replaces ``cfg.init``, resampled to
+    the content's size.
+    """
     check_config(cfg)
     arch = cfg.model.arch
     content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content")
@@ -37,6 +42,8 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
     generator = torch.Generator().manual_seed(cfg.seed)
     image = init_image(cfg.init.kind, content, style, generator, cfg.init.get("noise", 0.0))
+    if init is not None:
+        image = resample(init, content.shape[-2:])
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
     return StyleTransferModule(
         image=image, content=content, style=style, extractor=extractor,
