@@ -16,6 +16,7 @@ pieces make the tiles add up to one picture:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -25,32 +26,29 @@ from torch import Tensor
 Box = tuple[int, int, int, int]  # top, bottom, left, right (bottom/right exclusive)
 
 
-def _starts(length: int, tile: int, overlap: int, shift: bool) -> list[int]:
-    """Tile starts along one axis: stride ``tile - overlap``, the last tile flush with the end."""
+def _spans(length: int, tile: int, overlap: int, shift: bool) -> list[tuple[int, int]]:
+    """(start, end) of the tiles along one axis: as few as overlap allows, evenly spaced.
+
+    Shifted, the starts move back by half a spacing and one more tile is added; the first and
+    last are clipped to the image (smaller, so a shifted pass costs about as much).
+    """
     if length <= tile:
-        return [0]
-    stride = tile - overlap
-    first = stride // 2 if shift else 0
-    starts = [0] + list(range(first or stride, length - tile, stride))
-    starts = sorted(set(starts + [length - tile]))
-    # Merge starts closer than the overlap: a sliver of a tile blends badly and costs a whole tile.
-    kept = [starts[0]]
-    for start in starts[1:]:
-        if start - kept[-1] >= overlap or start == length - tile:
-            kept.append(start)
-    if len(kept) > 1 and kept[-1] - kept[-2] < overlap:
-        kept.pop(-2)
-    return kept
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    spacing = (length - tile) / (count - 1)  # <= tile - overlap: neighbours share >= overlap px
+    if not shift:
+        return [(round(i * spacing), round(i * spacing) + tile) for i in range(count)]
+    starts = [round(i * spacing - spacing / 2) for i in range(count + 1)]
+    return [(max(0, start), min(length, start + tile)) for start in starts]
 
 
 def tile_grid(height: int, width: int, tile: int, overlap: int, shift: bool = False) -> list[Box]:
     """Boxes of at most ``tile`` x ``tile`` px covering the image, neighbours overlapping by
-    at least ``overlap`` px; ``shift`` offsets the interior tiles by half a stride."""
+    at least ``overlap`` px; ``shift`` moves the seams to the middle of the unshifted tiles."""
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap={overlap} must be in [0, tile={tile})")
-    rows = _starts(height, tile, overlap, shift)
-    cols = _starts(width, tile, overlap, shift)
-    return [(y, min(y + tile, height), x, min(x + tile, width)) for y in rows for x in cols]
+    return [(top, bottom, left, right) for top, bottom in _spans(height, tile, overlap, shift)
+            for left, right in _spans(width, tile, overlap, shift)]
 
 
 def feather(box: Box, height: int, width: int, overlap: int) -> Tensor:
