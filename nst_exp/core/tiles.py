@@ -5,8 +5,9 @@ pieces make the tiles add up to one picture:
 
 - ``tile_grid``: overlapping tiles that cover the image; ``shift`` moves the grid by half a
   stride, so a later pass puts the previous pass's seams in the middle of its tiles.
-- ``feather``: a paste mask that is 1 inside the tile and ramps linearly to 0 over the overlap
-  on every side that borders another tile (sides on the image border stay at 1). Each tile
+- ``feather``: a paste mask that is 1 inside the tile, 0 on the outer quarter of the overlap
+  and a linear ramp between, on every side that borders another tile (sides on the image
+  border stay at 1). Each tile
   starts from the current image, whose overlap already holds its neighbours' result, and is
   pasted back through this mask, so neighbouring tiles meet without a step.
 - ``tiled_grams``: style targets for the whole style image, however large: a Gram matrix is a
@@ -61,11 +62,16 @@ def feather(box: Box, height: int, width: int, overlap: int) -> Tensor:
 
 
 def _ramp(length: int, overlap: int, fade_start: bool, fade_end: bool) -> Tensor:
-    """1-D mask: rises over the first ``overlap`` px and falls over the last, where asked."""
+    """1-D mask: 0 over the outer quarter of the overlap, then a linear rise to 1, where asked.
+
+    The outer pixels of a tile saw the network's zero padding instead of their neighbours, so
+    their gradients are off (the cause of visible seams); the neighbour's values stand there.
+    """
     mask = torch.ones(length)
     if overlap <= 0:
         return mask
-    rise = (torch.arange(overlap, dtype=torch.float32) + 1) / (overlap + 1)
+    margin = overlap // 4
+    rise = ((torch.arange(overlap, dtype=torch.float32) + 1 - margin) / (overlap - margin + 1)).clamp(min=0)
     n = min(overlap, length)
     if fade_start:
         mask[:n] = torch.minimum(mask[:n], rise[:n])
