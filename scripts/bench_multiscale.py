@@ -39,7 +39,7 @@ from nst_exp.runtime.resolvers import register_resolvers  # noqa: E402
 
 SIZE = 512
 BASELINE = ["optimizer=lbfgs", f"image_size={SIZE}", "steps=150"]  # the default optimiser and length
-CANDIDATES = ("128,256,512:200,80,15", "256,512:100,20", "128,256,512:150,50,20")
+CANDIDATES = ("128,256,512:200,80,15", "256,512:50,35")  # c1, c2 in docs/performance.md
 COMMON = ["logger=none", "snapshot_every=0", "seed=0"]
 YARDSTICK = ["layers=gatys", "loss=l2", "model=vgg19", "model.weights=caffe", "content_weight=1",
              "style_weight=1e5", "tv_weight=0", f"image_size={SIZE}", "pair=tubingen_starry_night"]

@@ -156,3 +156,18 @@ def test_no_seam_shows_with_tiny_tiles(tmp_path: Path, tiny_pair: tuple[Path, Pa
         assert band <= outside, (band, outside)
     hard = seams(tmp_path, tiny_pair, overlap=0, passes=1)
     assert any(band > 1.2 * outside for band, outside in hard), hard
+
+
+def test_benchmark_candidates_are_valid_configs() -> None:
+    """`scripts/benchmark.py --multiscale` runs these: each must pass the config checks."""
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    import bench_multiscale
+
+    for spec in bench_multiscale.CANDIDATES:
+        overrides = bench_multiscale.candidate_overrides(spec)
+        check_config(compose_cfg(*FAST, *overrides))
+        assert overrides[1].startswith("scales=[") and spec.split(":")[0] in overrides[1]
