@@ -15,6 +15,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from torch import Tensor
 
 from nst_exp import CONFIG_DIR
 from nst_exp.core.files import read_json
@@ -25,8 +26,10 @@ from nst_exp.runtime.checkpoint import find_checkpoint, lightning_plugins
 from nst_exp.runtime.choices import check_group_choices
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
+from nst_exp.runtime.multiscale import run_scales
 from nst_exp.runtime.resolvers import register_resolvers
 from nst_exp.runtime.task import EXIT_USER_ERROR, metric, one_line, report, task_wrapper
+from nst_exp.runtime.tiling import run_tiled, tiled
 from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # before anything uses a value (seed_everything refuses some seeds with a traceback)
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg)
+    if cfg.get("scales"):  # coarse-to-fine: one run per scale (nst_exp/runtime/multiscale.py)
+        return run_scales(cfg, fit)
+    if tiled(cfg):
+        return run_tiled(cfg, None)
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig, init: Tensor | None = None) -> dict[str, Any]:
+    """One untiled run (``init``: a starting image instead of ``cfg.init``); its summary.json."""
+    module = build_module(cfg, init)
     checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
     trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False,
                             plugins=lightning_plugins())

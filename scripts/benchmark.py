@@ -4,6 +4,7 @@
     python scripts/benchmark.py --to-loss 50     # wall time to reach the loss naive reaches in 50 steps
     python scripts/benchmark.py --batched        # 8 style weights: one batch vs 8 sequential runs
     python scripts/benchmark.py --quick          # tiny sizes and steps: checks that it all runs
+    python scripts/benchmark.py --multiscale     # coarse-to-fine vs one 512 px L-BFGS run (bench_multiscale.py)
 
 Each variant runs in its own process (scripts/bench_workers.py) so that its peak RSS is its
 own; results go to benchmark.json (sections merge into an existing file). GFLOP/s counts the
@@ -18,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -200,6 +202,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batched", action="store_true", help="run the batched-sweep comparison only")
     parser.add_argument("--batch", type=int, default=8, help="style weights in the batched comparison (max 8)")
     parser.add_argument("--batched-size", default="128", help="long edge(s) for --batched, e.g. 64,128,256")
+    parser.add_argument("--multiscale", action="store_true",
+                        help="coarse-to-fine vs single-scale 512 px L-BFGS only (scripts/bench_multiscale.py)")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-ops table")
     parser.add_argument("--quick", action="store_true", help="64 px, 2+3 steps, sizes 64,96: a smoke run")
     parser.add_argument("--out", default="benchmark.json")
@@ -219,7 +223,12 @@ def main() -> None:
     report["machine"] = {"cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                          "matmul_peak_gflops": round(peak, 1), "load_avg": os.getloadavg()}
     print(f"{args.threads} threads, fp32 matmul peak {peak:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
-    if args.to_loss:
+    if args.multiscale:
+        from bench_multiscale import CANDIDATES, multiscale
+
+        with tempfile.TemporaryDirectory(prefix="nst-multiscale-") as work:
+            report["multiscale"] = multiscale(list(CANDIDATES), args.threads, Path(work))
+    elif args.to_loss:
         report["to_loss"] = to_loss(args)
     elif args.batched:
         report["batched"] = batched(args)

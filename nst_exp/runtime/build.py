@@ -15,6 +15,7 @@ from nst_exp.core.box_lbfgs import box_constrained
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
+from nst_exp.core.tiles import resample
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
@@ -24,8 +25,12 @@ from nst_exp.runtime.validate import check_config
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig) -> StyleTransferModule:
-    """Load images and weights, and assemble the LightningModule described by ``cfg``."""
+def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTransferModule:
+    """Load images and weights, and assemble the LightningModule described by ``cfg``.
+
+    ``init`` (coarse-to-fine: the previous scale's result) replaces ``cfg.init``, resampled to
+    the content's size.
+    """
     check_config(cfg)
     arch = cfg.model.arch
     normalize = cfg.layers.get("normalize", True)  # false: the recipe sums its layer losses
@@ -44,6 +49,8 @@ def build_module(cfg: DictConfig) -> StyleTransferModule:
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
     generator = torch.Generator().manual_seed(cfg.seed)
     image = build_init(cfg, content, controls.style[0], generator)
+    if init is not None:
+        image = resample(init, content.shape[-2:])
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
     return StyleTransferModule(
         image=image, content=content, style=controls.style, extractor=extractor,

@@ -217,6 +217,26 @@ def check_paper_options(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.reference_pixels={pixels!r}: must be a positive integer or null (raw sum)")
 
 
+def check_scales(cfg: DictConfig) -> None:
+    """Coarse-to-fine scales and tiling (nst_exp/runtime/multiscale.py, tiling.py)."""
+    scales, per_scale = cfg.get("scales"), cfg.get("steps_per_scale")
+    if scales is not None and (not _int_list(scales, 16) or list(scales) != sorted(set(scales))):
+        raise ConfigError(f"scales={_show(scales)}: must be a list of increasing integers >= 16 (long edges, px)")
+    if per_scale is not None:
+        if scales is None:
+            raise ConfigError(f"steps_per_scale={_show(per_scale)}: needs scales=[...] (one entry per scale)")
+        if not _int_list(per_scale, 1) or len(per_scale) != len(scales):
+            raise ConfigError(f"steps_per_scale={_show(per_scale)}: must be {len(scales)} integers >= 1, "
+                              f"one per scale of scales={_show(scales)}")
+    tile, overlap, passes = cfg.get("tile_size"), cfg.get("tile_overlap", 64), cfg.get("tile_passes", 2)
+    if tile is not None and not _int_list([tile], 32):
+        raise ConfigError(f"tile_size={tile!r}: must be an integer >= 32 (px) or null (no tiling)")
+    if not _int_list([overlap], 0) or (tile is not None and overlap * 2 >= tile):
+        raise ConfigError(f"tile_overlap={overlap!r}: must be an integer >= 0 and under half of tile_size={tile}")
+    if not _int_list([passes], 1):
+        raise ConfigError(f"tile_passes={passes!r}: must be an integer >= 1")
+
+
 # One entry per concern; a new feature adds its own check function and one line here.
 CHECKS: list[Callable[[DictConfig], None]] = [
     check_weights,
@@ -229,11 +249,28 @@ CHECKS: list[Callable[[DictConfig], None]] = [
     check_optimisation,
     check_controls,
     check_paper_options,
+    check_scales,
 ]
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_list(values: Any, minimum: int) -> bool:
+    """Is ``values`` a non-empty list of integers (not bools) >= ``minimum``?"""
+    try:
+        items = list(values)
+    except TypeError:
+        return False
+    return bool(items) and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in items)
+
+
+def _show(value: Any) -> str:
+    """A config list as the user typed it: [256,512], not ListConfig's repr."""
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return repr(value)
+    return "[" + ",".join(str(v) for v in value) + "]"
 
 
 def _finite(value: Any) -> bool:

@@ -1,0 +1,149 @@
+"""Coarse-to-fine against one 512 px L-BFGS run of the default length: time and a fixed yardstick.
+
+    python scripts/benchmark.py --multiscale          # the default candidates, one session
+    python scripts/bench_multiscale.py --candidates "128,256,512:200,80,15" "256,512:100,20"
+
+Every run is a real job (``python -m nst_exp.train``) started from this process, one after the
+other and interleaved (candidate, baseline, candidate, ...), so the machine's load is shared
+alike; each run's wall time and CPU time (user + system of the job's process tree) are
+recorded. The yardstick scores each final.png the same way, whatever the run's own
+objective: VGG19 (the bundled Caffe weights), content distance at relu4_2, style distance as
+the mean over relu1_1..relu5_1 of the squared Gram difference (C*H*W-normalised), both at
+512 px against the shipped Tübingen x Starry Night pair; ``total = content + 1e5 * style``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from nst_exp import CONFIG_DIR  # noqa: E402
+from nst_exp.core.images import load_image, to_tensor  # noqa: E402
+from nst_exp.runtime.build import build_module  # noqa: E402
+from nst_exp.runtime.resolvers import register_resolvers  # noqa: E402
+
+SIZE = 512
+BASELINE = ["optimizer=lbfgs", f"image_size={SIZE}", "steps=150"]  # the default optimiser and length
+CANDIDATES = ("128,256,512:200,80,15", "256,512:50,35")  # c1, c2 in docs/performance.md
+COMMON = ["logger=none", "snapshot_every=0", "seed=0"]
+YARDSTICK = ["layers=gatys", "loss=l2", "model=vgg19", "model.weights=caffe", "content_weight=1",
+             "style_weight=1e5", "tv_weight=0", f"image_size={SIZE}", "pair=tubingen_starry_night"]
+
+
+def candidate_overrides(spec: str) -> list[str]:
+    """``"128,256,512:200,80,15"`` -> the scales/steps_per_scale overrides of an L-BFGS run."""
+    scales, steps = spec.split(":")
+    return ["optimizer=lbfgs", f"scales=[{scales}]", f"steps_per_scale=[{steps}]"]
+
+
+def run_job(overrides: list[str], job_dir: Path, threads: int) -> dict:
+    """One job in a child process; its summary plus wall and CPU seconds and the load around it."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    before, load = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "nst_exp.train", *COMMON, *overrides, f"hydra.run.dir={job_dir}"],
+                          capture_output=True, text=True, env=env, cwd=job_dir.parent)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"job {overrides} failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((job_dir / "summary.json").read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"overrides": overrides, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+            "image": str(job_dir / "final.png"), "steps": summary["steps"], "final_loss": summary["final_loss"]}
+
+
+def yardstick(images: list[str]) -> list[dict[str, float]]:
+    """Content, style and total distances of each image under the one fixed objective above."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        module = build_module(compose("train", overrides=YARDSTICK))
+    scores = []
+    for path in images:
+        image = to_tensor(load_image(path, "image"))
+        if image.shape != module.image.shape:
+            raise ValueError(f"{path}: {tuple(image.shape)} is not the yardstick's {tuple(module.image.shape)}")
+        with torch.no_grad():
+            module.image.copy_(image)
+        parts = module.evaluate()
+        scores.append({"content": parts["content_loss"], "style": parts["style_loss"] / 1e5,
+                       "weighted_style": parts["style_loss"], "total": parts["loss"]})
+    return scores
+
+
+def side_by_side(paths: list[str], out: Path, height: int = 288) -> None:
+    """The images next to each other, JPEG (docs/images)."""
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    tiles = [t.resize((round(t.width * height / t.height), height), Image.Resampling.LANCZOS) for t in tiles]
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), height), "white")
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=88)
+
+
+def multiscale(candidates: list[str], threads: int, work: Path, sheet: Path | None = None) -> dict:
+    """Interleave the candidates around one baseline; ratios and yardsticks for each."""
+    order = [("candidate", candidates[0]), ("baseline", None)] + [("candidate", c) for c in candidates[1:]]
+    runs = []
+    for index, (kind, spec) in enumerate(order):
+        overrides = BASELINE if spec is None else candidate_overrides(spec)
+        print(f"  {kind:9s} {spec or 'lbfgs 512 px x 150'} ...", flush=True)
+        runs.append({"kind": kind, "spec": spec, **run_job(overrides, work / f"run{index}", threads)})
+    for run, score in zip(runs, yardstick([r["image"] for r in runs])):
+        run["yardstick"] = score
+    base = next(r for r in runs if r["kind"] == "baseline")
+    for run in runs:
+        run["x_wall"] = round(run["wall_s"] / base["wall_s"], 3)
+        run["x_cpu"] = round(run["cpu_s"] / base["cpu_s"], 3)
+        run["meets_target"] = run["x_wall"] <= 0.35 and run["yardstick"]["total"] <= base["yardstick"]["total"]
+        ys = run["yardstick"]
+        print(f"{run['kind']:9s} {run['spec'] or 'baseline':24s} wall {run['wall_s']:7.1f} s ({run['x_wall']:.3f}x) "
+              f"cpu {run['cpu_s']:7.1f} s ({run['x_cpu']:.3f}x) content {ys['content']:.4g} "
+              f"style {ys['style']:.4g} total {ys['total']:.4g} load {run['load_before']:.1f}-{run['load_after']:.1f}"
+              f"{'  TARGET MET' if run['meets_target'] and run['kind'] == 'candidate' else ''}")
+    if sheet is not None:
+        best = min((r for r in runs if r["kind"] == "candidate"), key=lambda r: r["yardstick"]["total"])
+        side_by_side([base["image"], best["image"]], sheet)
+    return {"size": SIZE, "threads": threads, "yardstick_overrides": YARDSTICK, "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="scales:steps_per_scale each")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sheet", default="", help="write baseline | best candidate here (JPEG)")
+    parser.add_argument("--work", default="", help="keep the job dirs here (default: a temp dir)")
+    parser.add_argument("--out", default="benchmark.json")
+    args = parser.parse_args()
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    sheet = Path(args.sheet).resolve() if args.sheet else None
+    with tempfile.TemporaryDirectory(prefix="nst-multiscale-") as temp:
+        work = Path(args.work or temp).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        report["multiscale"] = multiscale(args.candidates, args.threads, work, sheet)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

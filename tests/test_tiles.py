@@ -1,0 +1,71 @@
+"""Tile geometry, feathered pasting and tile-by-tile Gram matrices (nst_exp/core/tiles.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nst_exp.core.features import VGGFeatures
+from nst_exp.core.losses import gram_matrix
+from nst_exp.core.tiles import feather, paste, resample, tile_grid, tiled_grams
+from nst_exp.core.weights import build_extractor
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(100, 37, 32, 8), (512, 384, 128, 16),
+                                                                   (30, 30, 32, 8), (97, 200, 48, 20)])
+@pytest.mark.parametrize("shift", [False, True])
+def test_grid_covers_the_image_with_overlapping_tiles(height: int, width: int, tile: int, overlap: int,
+                                                       shift: bool) -> None:
+    boxes = tile_grid(height, width, tile, overlap, shift)
+    covered = torch.zeros(height, width, dtype=torch.int32)
+    for top, bottom, left, right in boxes:
+        assert 0 <= top < bottom <= height and 0 <= left < right <= width
+        assert bottom - top <= tile and right - left <= tile
+        covered[top:bottom, left:right] += 1
+    assert covered.min() >= 1
+    rows = sorted({(t, b) for t, b, _, _ in boxes})
+    for (_, end), (start, _) in zip(rows, rows[1:]):
+        assert end - start >= overlap - 1  # rounding of evenly spaced starts
+    if height > tile and width > tile and shift:  # a shifted pass moves the seams
+        assert {b[0] for b in boxes} != {b[0] for b in tile_grid(height, width, tile, overlap)}
+
+
+def test_bad_overlap_is_refused() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        tile_grid(100, 100, 32, 32)
+
+
+def test_feather_fades_only_where_another_tile_continues() -> None:
+    mask = feather((0, 32, 10, 42), 64, 80, overlap=8)[0, 0]
+    assert mask.shape == (32, 32)
+    assert mask[0, 16] == 1  # the top edge is the image border: no fade
+    assert mask[16, 16] == 1 and mask[16, 0] == 0 and mask[31, 16] == 0  # left and bottom fade
+    assert mask[16, :2].eq(0).all() and mask[16, 2] > 0  # the outer quarter of the overlap: the neighbour's
+    assert torch.all(mask >= 0) and torch.all(mask <= 1)
+    assert torch.all(mask[16, 1:8].diff() > 0)  # a ramp, not a step
+
+
+def test_paste_blends_through_the_mask() -> None:
+    image = torch.zeros(1, 3, 8, 8)
+    mask = torch.full((1, 1, 4, 4), 0.25)
+    paste(image, torch.ones(1, 3, 4, 4), (2, 6, 2, 6), mask)
+    assert image[0, 0, 3, 3] == 0.25 and image[0, 0, 0, 0] == 0
+
+
+def test_tiled_grams_equal_the_whole_image_grams() -> None:
+    """With context covering the image and tile edges on the pooling grid, the sums are exact."""
+    layers = ["relu1_1", "relu3_1", "relu5_1"]
+    extractor: VGGFeatures = build_extractor("vgg19", layers, weights="random", seed=0)
+    image = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    whole = {name: gram_matrix(f, "chw") for name, f in extractor(image, layers).items()}
+    tiled = tiled_grams(image, lambda x: extractor(x, layers), tile=16, margin=64, norm="chw")
+    for name in layers:
+        torch.testing.assert_close(tiled[name], whole[name], rtol=1e-4, atol=1e-6)
+
+
+def test_resample_up_and_down_keeps_range() -> None:
+    image = torch.rand(1, 3, 10, 20)
+    assert resample(image, (20, 40)).shape == (1, 3, 20, 40)
+    small = resample(image, (5, 10))
+    assert small.shape == (1, 3, 5, 10) and small.min() >= 0 and small.max() <= 1
+    assert resample(image, (10, 20)).equal(image)
