@@ -244,7 +244,7 @@ def test_wandb_online_without_a_network_gives_up_after_init_timeout(tmp_path: Pa
     """W&B's own default waits 90 s per job; the logger is skipped with a warning after init_timeout."""
     import time
 
-    from nst_exp.engine.loggers import wandb_logger
+    from nst_exp.runtime.job_loggers import wandb_logger
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)

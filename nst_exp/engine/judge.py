@@ -26,12 +26,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from nst_exp.core.layers import layer_weights
 from nst_exp.core.losses import StyleTransferLoss
 from nst_exp.core.metrics import color_distance, ssim
+from nst_exp.core.weights import build_extractor
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class JudgeScore(pl.Callback):
         layers = [*self.content_layers, *self.style_layers]
         key = repr((sorted(self.model.items()), layers))
         if key not in _EXTRACTORS:
-            _EXTRACTORS[key] = instantiate(self.model, layers=layers)
+            options = {k: v for k, v in self.model.items() if k != "_target_"}  # always build_extractor
+            _EXTRACTORS[key] = build_extractor(**options, layers=layers)
         return _EXTRACTORS[key].to(device)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 
 from nst_exp.core.images import to_pil
 from nst_exp.engine.judge import JUDGE_KEYS
-from nst_exp.engine.loggers import job_overrides, wandb_run
+from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,12 @@ TABLE_FIGURES = ("final_loss", "content_loss", "style_loss", "tv_loss", *JUDGE_K
 class WandbOutputs(pl.Callback):
     """Send a run's images, summary and comparison row to its W&B run (see the module doc).
 
-    ``overrides`` default to the Hydra job's, read here, at build time: batched jobs are built
-    inside their own Hydra context but run outside it.
+    ``overrides``: the job's command-line overrides, the table row's columns (the builder,
+    runtime/build.py, passes the Hydra job's).
     """
 
     def __init__(self, overrides: dict[str, str] | None = None) -> None:
-        self.overrides = {key.lstrip("+~"): str(value) for key, value in (overrides or job_overrides()).items()}
+        self.overrides = {key.lstrip("+~"): str(value) for key, value in (overrides or {}).items()}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         run = wandb_run(trainer.loggers)

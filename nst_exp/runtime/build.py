@@ -20,6 +20,7 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.controls import build_init, load_controls, style_paths
+from nst_exp.runtime.job_loggers import job_overrides
 from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,17 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """Every ``_target_`` entry of ``cfg.callbacks``, in order."""
-    return [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values()
-            if entry is not None and "_target_" in entry]
+    """Every ``_target_`` entry of ``cfg.callbacks``, in order.
+
+    An entry with an ``overrides: null`` key gets the Hydra job's command-line overrides (read
+    here, in the job's context: batched jobs are built inside it but run outside it).
+    """
+    callbacks = []
+    for entry in (cfg.get("callbacks") or {}).values():
+        if entry is not None and "_target_" in entry:
+            extra = {"overrides": job_overrides()} if "overrides" in entry and entry.overrides is None else {}
+            callbacks.append(instantiate(entry, **extra))
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:

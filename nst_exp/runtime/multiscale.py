@@ -29,7 +29,7 @@ from omegaconf import DictConfig, open_dict
 
 from nst_exp.core.files import read_json, write_json
 from nst_exp.core.images import load_image, to_tensor
-from nst_exp.engine.loggers import job_identity
+from nst_exp.runtime.job_loggers import job_identity
 from nst_exp.runtime.tiling import run_tiled, tiled
 
 log = logging.getLogger(__name__)
