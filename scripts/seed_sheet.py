@@ -4,7 +4,8 @@
 
 Each RUN_DIR is a single run (``python -m nst_exp.train experiment=d2l hydra.run.dir=RUN_DIR``);
 its label is read from the run's own files: the preset (tags in .hydra/config.yaml), size,
-steps done and whether its stop test ended it. The pair is the first run's.
+steps done (of how many, if it was interrupted) and whether its stop test ended it. The pair
+is the first run's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def run_label(run: Path) -> tuple[str, str]:
     name = next((t for t in cfg.tags if t != "preset"), run.name)
     h, w = summary["image_size"]
     stop = " (stop test)" if summary.get("stopped_early_at") else ""
-    return str(name), f"{w}x{h} px, {summary['steps']} steps{stop}"
+    of = f" of {cfg.steps}" if summary["steps"] < cfg.steps and not stop else ""
+    return str(name), f"{w}x{h} px, {summary['steps']}{of} steps{stop}"
 
 
 def sheet(runs: list[Path]) -> Image.Image:
