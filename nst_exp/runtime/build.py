@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from nst_exp.core.box_lbfgs import box_constrained
+from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
@@ -50,8 +51,9 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
     generator = torch.Generator().manual_seed(cfg.seed)
     image = build_init(cfg, content, controls.style[0], generator)
-    if init is not None:
+    if init is not None:  # the previous scale's result; with color=luminance, sharp chroma from this content
         image = resample(init, content.shape[-2:])
+        image = with_chroma(image, content) if controls.luminance_only else image
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
     return StyleTransferModule(
         image=image, content=content, style=controls.style, extractor=extractor,
