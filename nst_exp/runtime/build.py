@@ -125,7 +125,8 @@ def _with_progress_bar(trainer_cfg: DictConfig, kwargs: dict[str, Any]) -> dict[
     rate it adds none. A progress bar passed in, or none at all, is left as it is.
     """
     callbacks = list(kwargs.get("callbacks") or [])
-    if not trainer_cfg.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in callbacks):
+    enabled = kwargs.get("enable_progress_bar", trainer_cfg.get("enable_progress_bar", True))
+    if not enabled or any(isinstance(c, ProgressBar) for c in callbacks):
         return kwargs
     every = max(1, int(trainer_cfg.get("log_every_n_steps") or 1))
     return {**kwargs, "callbacks": [*callbacks, TQDMProgressBar(refresh_rate=every)]}
