@@ -6,6 +6,7 @@ one message it hides and why that message says nothing to a user of nst-exp.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 QUIET = (
@@ -25,7 +26,20 @@ QUIET = (
 )
 
 
+# Lightning's advertising on every run (litlogger, litmodels), logged through its rank-zero loggers.
+TIP_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def quiet_third_party() -> None:
     """Install the filters above (idempotent: ``warnings`` drops exact duplicates)."""
     for message in QUIET:
         warnings.filterwarnings("ignore", message=message)
+    for name in TIP_LOGGERS:
+        tip_logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in tip_logger.filters):
+            tip_logger.addFilter(_NoTips())

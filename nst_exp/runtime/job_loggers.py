@@ -76,6 +76,9 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
                              name=name or default_name, id=id, reinit=reinit,
                              job_type=job_type or default_job_type(),
                              settings=wandb.Settings(init_timeout=float(init_timeout)))
+        # Lightning always passes `anonymous`, which wandb >= 0.19 answers with a warning on every
+        # run ("has no effect"); not passing it changes nothing else.
+        logger._wandb_init.pop("anonymous", None)
         _ = logger.experiment  # start the run now, so failures surface here
         return logger
     except Exception as error:
