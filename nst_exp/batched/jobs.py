@@ -61,6 +61,14 @@ class ImageSlice:
     def last_components(self) -> dict[str, Tensor]:
         return {key: value[self.index:self.index + 1] for key, value in self.module.last_components.items()}
 
+    # The inputs every job of the batch shares, read-only (the yardstick and W&B read them).
+    content = property(lambda self: self.module.content)
+    style = property(lambda self: self.module.style)
+    styles = property(lambda self: self.module.styles)
+    style_blend = property(lambda self: self.module.style_blend)
+    masks = property(lambda self: self.module.masks)
+    device = property(lambda self: self.module.device)
+
     def evaluate(self) -> dict[str, float]:
         """This image's clamped losses; the batch is evaluated once for all its jobs."""
         if "parts" not in self._evaluations:
