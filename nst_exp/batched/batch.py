@@ -64,7 +64,7 @@ def batched_optimizer(cfgs: Sequence[DictConfig]) -> Any:
     options = OmegaConf.to_container(cfgs[0].optimizer, resolve=True)
     assert isinstance(options, dict)
     if target == "torch.optim.LBFGS" and cfgs[0].clamp == "auto":
-        target = "nst_exp.core.box_lbfgs.BoxLBFGS"  # already one state per image, as run alone
+        target = "nst_exp.batched.box.BatchedBoxLBFGS"  # one state per image, as run alone
     options.update(_target_=BATCHED_OPTIMIZERS.get(target, target), lr=[float(cfg.optimizer.lr) for cfg in cfgs])
     return instantiate(options)
 
