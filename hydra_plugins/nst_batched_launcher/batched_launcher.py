@@ -97,10 +97,17 @@ class BatchedLauncher(SweepLauncher):
         """
         from nst_exp.batched.batch import Job, prepare_job, train_batch
         from nst_exp.batched.resume import BatchResume
-        from nst_exp.runtime.task import one_line, record_failure, run_interruptible, task_wrapper
+        from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
+        from nst_exp.runtime.task import one_line, record_failure, report, run_interruptible, task_wrapper, user_error
 
         jobs: dict[int, Job] = {}
         resume = BatchResume()
+        # The batch's one checkpoint lives in its first job's dir: every job of the batch resumes
+        # from it, so none of their dirs may be cleared as a fresh start (runtime/checkpoint.py).
+        first_dir = Path(str(configs[0].hydra.sweep.dir)) / str(configs[0].hydra.sweep.subdir)
+        for config in configs:
+            with open_dict(config):
+                config.batch_checkpoint = str(first_dir / CHECKPOINT_NAME)
         # The sweep's failure contract: a bad job gets one error line and a failed summary.json,
         # and stays out of the batch; SweepOutcome fails the multirun at the end.
         returns = [self._run(config, task_wrapper(lambda cfg, n=n: jobs.__setitem__(n, prepare_job(cfg, resume)),
@@ -115,10 +122,13 @@ class BatchedLauncher(SweepLauncher):
         try:
             summaries = run_interruptible(train_batch, batch)  # SIGTERM/Ctrl-C: every job checkpoints
         except Exception as error:
-            # As for a failed job run alone: each job's summary.json says why, it returns NaN
-            # (Optuna marks the trial failed), and SweepOutcome fails the multirun at its end.
-            status = f"failed: {type(error).__name__}: {one_line(error)}"
-            log.error("Batch failed: %s", status)
+            # As for a failed job run alone: one line (a user error without its type), each job's
+            # summary.json says why, it returns NaN (Optuna marks the trial failed), and
+            # SweepOutcome fails the multirun at its end.
+            known = user_error(error)
+            message = one_line(known) if known else f"{type(error).__name__}: {one_line(error)}"
+            report(message)
+            status = f"failed: {message}"
             for n in ready:
                 record_failure(jobs[n].cfg, status, started)
                 returns[n].return_value = math.nan

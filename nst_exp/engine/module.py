@@ -87,12 +87,16 @@ class StyleTransferModule(pl.LightningModule):
         """Encode content and style once, where the module lives (on the GPU if it is there)."""
         content = self.extractor(self.view(self.content[:1]), list(self.content_layers))
         styles = [self.extractor(self.view(style), list(self.style_layers)) for style in self.styles]
+        self.objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
+                                           style_blend=self.style_blend, masks=self.masks, **self.objective_options())
+        return self.objective
+
+    def objective_options(self) -> dict:
+        """The loss options as StyleTransferLoss takes them (``tv_space`` becomes a TV input)."""
         options = dict(self.loss_options)
         if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
             options["tv_input"] = self.extractor.preprocess
-        self.objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
-                                           style_blend=self.style_blend, masks=self.masks, **options)
-        return self.objective
+        return options
 
     @property
     def styles(self) -> list[Tensor]:

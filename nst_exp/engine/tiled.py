@@ -94,7 +94,7 @@ def global_objective(module: StyleTransferModule, plan: TilePlan) -> nn.Module:
     placeholder = torch.zeros(1, 1, 1, 1)
     objective = StyleTransferLoss({name: placeholder for name in module.content_layers},
                                   {name: placeholder for name in style_layers},
-                                  module.content_layers, module.style_layers, **module.loss_options)
+                                  module.content_layers, module.style_layers, **module.objective_options())
     for name, gram in grams.items():
         objective.style[name].target = gram
     return objective

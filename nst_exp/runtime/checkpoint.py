@@ -195,8 +195,12 @@ def resume_mode(cfg: DictConfig) -> Any:
 
 
 def will_resume(cfg: DictConfig) -> bool:
-    """Whether this job continues a checkpoint in its dir (so nothing there may be replaced)."""
-    return resume_mode(cfg) is not False and (Path(cfg.paths.output_dir) / CHECKPOINT_NAME).exists()
+    """Whether this job continues a checkpoint (so nothing in its dir may be replaced): its own,
+    or in a batched sweep its batch's, which lives in the batch's first job dir."""
+    paths = [Path(cfg.paths.output_dir) / CHECKPOINT_NAME]
+    if cfg.get("batch_checkpoint"):  # set by hydra/launcher=batched for every job of a batch
+        paths.append(Path(cfg.batch_checkpoint))
+    return resume_mode(cfg) is not False and any(path.exists() for path in paths)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
