@@ -23,12 +23,13 @@ def job_identity() -> tuple[str | None, str | None]:
     if not HydraConfig.initialized():
         return None, None
     hydra = HydraConfig.get()
-    name = hydra.job.override_dirname or None
-    if hydra.mode != RunMode.MULTIRUN:
+    name = hydra.job.get("override_dirname") or None
+    num = hydra.job.get("num")  # missing in a config composed for a multirun but not launched
+    if hydra.mode != RunMode.MULTIRUN or num is None:
         return None, name
     sweep = Path(hydra.sweep.dir)
     group = "-".join(sweep.parts[-2:])  # e.g. 2026-11-23-15-30-00_123456
-    return group, f"{hydra.job.num}:{name}" if name else str(hydra.job.num)
+    return group, f"{num}:{name}" if name else str(num)
 
 
 def default_job_type() -> str:
