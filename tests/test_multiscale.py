@@ -53,6 +53,20 @@ def test_overlap_must_be_under_half_the_tile() -> None:
         check_config(compose_cfg(*FAST, "tile_size=64", "tile_overlap=32"))
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["pair.style=[a.jpg,b.jpg]"], r"^pair.style=\[a.jpg,b.jpg\]: several styles cannot be combined with tile_size=64"),
+    (["pair.style=[a.jpg,b.jpg]", "+pair.masks=[a.png,b.png]"], r"^pair.style="),
+    (["+pair.masks=[a.png]"], r"^pair.masks=\[a.png\]: masks cannot be combined with tile_size=64"),
+    (["color=luminance"], r"^color='luminance': color=luminance cannot be combined with tile_size=64"),
+    (["augment=fv"], r"^augment='nst_exp.core.augment.\w+': augmentation cannot be combined with tile_size=64"),
+])
+def test_what_tiles_do_not_do_is_refused_in_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        check_config(compose_cfg(*FAST, "tile_size=64", "tile_overlap=8", *overrides))
+    assert "\n" not in str(error.value)
+    check_config(compose_cfg(*FAST, *overrides[:1]))  # fine without tiling
+
+
 def test_scale_config_carries_the_scale(tmp_path: Path) -> None:
     cfg = compose_cfg(*SCALES, "logger=wandb", "tags=[a]", output_dir=tmp_path)
     scale = scale_config(cfg, 96, 6, last=True)

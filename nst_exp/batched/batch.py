@@ -84,7 +84,7 @@ def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
         content_layers=first.content_layers, style_layers=first.style_layers,
         optimizer=batched_optimizer(cfgs), weights=weights, loss=first.loss_options,
         augment=first.augment, clamp=first.clamp, style_blend=first.style_blend, masks=first.masks,
-        luminance_only=first.luminance_only,
+        luminance_only=first.luminance_only, reference=first.reference,
     )
 
 

@@ -16,7 +16,7 @@ A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/
 
 Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
 small difference of large Gram entries, which 8 mantissa bits would round away.
-``reference_pixels`` makes a summed content term size-invariant (see StyleTransferLoss).
+``rebalance`` keeps the content:style balance of a reference size at any size (see below).
 """
 
 from __future__ import annotations
@@ -136,11 +136,12 @@ class StyleTransferLoss(nn.Module):
 
     Returns per-image tensors of shape (B,) so batched sweeps can weight each image apart.
 
-    ``reference_pixels``: a summed content term grows with the pixel count while the paper's
-    E_l does not, so the content:style balance of fixed weights moves with ``image_size``.
-    With this set, the content term is rescaled to what it would be for an image of this many
-    pixels (Gatys et al. rendered about 512 x 512 = 262144): the same alpha/beta balance at
-    any size. None keeps the raw term.
+    ``rebalance``: a summed content term grows with the pixel count, and every target's size
+    changes with the image's (a painting shrunk to 128 px has more detail per location, so
+    larger Gram entries), so the balance of fixed weights moves with ``image_size``. Once
+    rebalanced, each layer's term is scaled by its target's energy at a reference size over
+    its energy here: at the reference size the objective is unchanged, and at any other size
+    each term pulls as hard, relative to the others, as it does there.
     """
 
     def __init__(
@@ -157,11 +158,10 @@ class StyleTransferLoss(nn.Module):
         style_blend: Sequence[float] | None = None,
         masks: Tensor | None = None,
         normalize_gradients: bool = False,
-        reference_pixels: int | None = None,
     ) -> None:
         super().__init__()
         self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
-        self.reference_pixels = reference_pixels
+        self.scales: dict[str, float] = {}  # "content.<layer>" / "style.<layer>" -> factor (rebalance)
         styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
                                       for l in content_layer_weights})
@@ -181,15 +181,25 @@ class StyleTransferLoss(nn.Module):
         """
         with torch.autocast(image.device.type, enabled=False):
             zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-            content = sum((w * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
+            content = sum((w * self.scales.get(f"content.{l}", 1.0)
+                           * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
                            for l, w in self.content_layer_weights.items()), zero)
-            if self.reference_pixels:
-                content = content * (self.reference_pixels / (image.shape[-2] * image.shape[-1]))
-            style = sum((w * self.term(self.style[l](features[l]), features[l])
+            style = sum((w * self.scales.get(f"style.{l}", 1.0) * self.term(self.style[l](features[l]), features[l])
                          for l, w in self.style_layer_weights.items()), zero)
             tv_source = (image if tv_image is None else tv_image).float()
             tv = tv_loss(self.tv_input(tv_source), self.tv_norm) if with_tv else zero
         return {"content": content, "style": style, "tv": tv}
+
+    def target_energies(self) -> dict[str, float]:
+        """Each layer's target energy (sum of squares): content F_l(c), style A_l."""
+        targets = {**{f"content.{l}": m.target for l, m in self.content.items()},
+                   **{f"style.{l}": m.target for l, m in self.style.items()}}
+        return {key: float(target.double().square().sum()) for key, target in targets.items()}
+
+    def rebalance(self, reference: Mapping[str, float], current: Mapping[str, float] | None = None) -> None:
+        """Scale each term by ``reference`` / ``current`` target energy (default: this loss's own)."""
+        current = current or self.target_energies()
+        self.scales = {key: reference[key] / value for key, value in current.items() if value > 0 and key in reference}
 
     def extra_repr(self) -> str:
         return f"content={self.content_layer_weights}, style={self.style_layer_weights}"

@@ -53,7 +53,7 @@ class StyleTransferModule(pl.LightningModule):
                  augment: NoAugment | None = None, clamp: str = "auto",
                  scheduler: SchedulerFactory | None = None, grad_clip: float | None = None,
                  style_blend: Sequence[float] | None = None, masks: Tensor | None = None,
-                 luminance_only: bool = False) -> None:
+                 luminance_only: bool = False, reference: tuple[Tensor, Sequence[Tensor]] | None = None) -> None:
         super().__init__()
         if clamp not in CLAMP_MODES:
             raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
@@ -68,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         self.style_blend = list(style_blend or [1.0 / len(styles)] * len(styles))
         self.register_buffer("masks", masks, persistent=False)
         self.luminance_only = luminance_only
+        self.reference = reference  # content and styles at loss.reference_pixels: see reference_energies
         for name in ("content", "style", "tv"):
             self.register_buffer(f"{name}_weight", weights[name].float().reshape(-1), persistent=False)
         self.uses_tv = bool((weights["tv"] != 0).any())  # decided once, here: no device sync per step
@@ -89,11 +90,27 @@ class StyleTransferModule(pl.LightningModule):
         styles = [self.extractor(self.view(style), list(self.style_layers)) for style in self.styles]
         self.objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
                                            style_blend=self.style_blend, masks=self.masks, **self.objective_options())
+        if self.reference is not None:
+            self.objective.rebalance(self.reference_energies())
         return self.objective
+
+    @torch.no_grad()
+    def reference_energies(self) -> dict[str, float]:
+        """The target energies this run's objective has with its content and styles at the
+        reference size (``loss.reference_pixels``): the balance every size keeps."""
+        assert self.reference is not None
+        device = self.image.device
+        content, styles = self.reference[0].to(device), [style.to(device) for style in self.reference[1]]
+        objective = StyleTransferLoss(self.extractor(self.view(content), list(self.content_layers)),
+                                      [self.extractor(self.view(s), list(self.style_layers)) for s in styles],
+                                      self.content_layers, self.style_layers, style_blend=self.style_blend,
+                                      masks=self.masks, **self.objective_options())
+        return objective.target_energies()
 
     def objective_options(self) -> dict:
         """The loss options as StyleTransferLoss takes them (``tv_space`` becomes a TV input)."""
         options = dict(self.loss_options)
+        options.pop("reference_pixels", None)  # the module rebalances (reference_energies)
         if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
             options["tv_input"] = self.extractor.preprocess
         return options

@@ -97,7 +97,23 @@ def global_objective(module: StyleTransferModule, plan: TilePlan) -> nn.Module:
                                   module.content_layers, module.style_layers, **module.objective_options())
     for name, gram in grams.items():
         objective.style[name].target = gram
+    if module.reference is not None:
+        objective.rebalance(module.reference_energies(), tiled_energies(module, plan, grams))
     return objective
+
+
+@torch.no_grad()
+def tiled_energies(module: StyleTransferModule, plan: TilePlan, grams: dict[str, Tensor]) -> dict[str, float]:
+    """Target energies of a tile's objective: the global style Grams', and the mean over the
+    first pass's tiles of a tile's content features' (a tile is balanced like a whole image)."""
+    height, width = module.content.shape[-2:]
+    boxes = grid(plan, height, width, 0)
+    content: dict[str, float] = {}
+    for box in boxes:
+        for name, feats in module.extractor(crop(module.content[:1], box), list(module.content_layers)).items():
+            content[name] = content.get(name, 0.0) + float(feats.double().square().sum()) / len(boxes)
+    return {**{f"style.{name}": float(gram.double().square().sum()) for name, gram in grams.items()},
+            **{f"content.{name}": energy for name, energy in content.items()}}
 
 
 def optimise_tile(module: StyleTransferModule, objective: nn.Module, start: Tensor, content: Tensor,

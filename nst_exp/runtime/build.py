@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -64,7 +65,22 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
         scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
         grad_clip=cfg.get("grad_clip"),
         style_blend=controls.style_blend, masks=controls.masks, luminance_only=controls.luminance_only,
+        reference=reference_images(cfg, content, min_edge, why),
     )
+
+
+def reference_images(cfg: DictConfig, content: torch.Tensor, min_edge: int, why: str
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+    """Content and styles loaded as for a content of ``loss.reference_pixels`` px (same aspect),
+    colour controls applied: the size whose content:style balance every size keeps."""
+    pixels = cfg.loss.get("reference_pixels")
+    if not pixels:
+        return None
+    height, width = content.shape[-2:]
+    edge = max(1, round(max(height, width) * math.sqrt(pixels / (height * width))))
+    reference, style = load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
+                                 cfg.get("max_image_pixels", 89_478_485), min_edge, why)
+    return reference, load_controls(cfg, reference, style, min_edge, why).style
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

@@ -202,11 +202,6 @@ def _check_blend(blend: Any, count: int) -> None:
                           f"(one per pair.style image), or null for equal weights")
 
 
-def _show(value: Any) -> str:
-    """A config value as the user typed it: [a, b] for a list, repr otherwise."""
-    return f"[{', '.join(str(v) for v in value)}]" if isinstance(value, ListConfig) else repr(value)
-
-
 def check_paper_options(cfg: DictConfig) -> None:
     """Gatys et al.'s normalised network and size-invariant content term."""
     normalize = cfg.model.get("normalize", False)
@@ -237,6 +232,26 @@ def check_scales(cfg: DictConfig) -> None:
         raise ConfigError(f"tile_passes={passes!r}: must be an integer >= 1")
 
 
+def check_tiling(cfg: DictConfig) -> None:
+    """What tiles do not do (yet) is refused, not silently dropped: a tile is optimised against
+    one style's global Grams, in colour, on the image itself (engine/tiled.py)."""
+    tile = cfg.get("tile_size")
+    if tile is None:
+        return
+    style, masks = cfg.pair.style, cfg.pair.get("masks")
+    conflicts = [
+        ("pair.style", style, isinstance(style, ListConfig) and len(style) > 1, "several styles"),
+        ("pair.masks", masks, masks is not None, "masks"),
+        ("color", cfg.get("color", "none"), cfg.get("color", "none") == "luminance", "color=luminance"),
+        ("augment", (cfg.get("augment") or {}).get("_target_"), bool((cfg.get("augment") or {}).get("_target_")),
+         "augmentation"),
+    ]
+    for field, value, conflict, what in conflicts:
+        if conflict:
+            raise ConfigError(f"{field}={_show(value)}: {what} cannot be combined with tile_size={tile} yet; "
+                              "drop one of them (scales=[...] without tile_size works with it)")
+
+
 # One entry per concern; a new feature adds its own check function and one line here.
 CHECKS: list[Callable[[DictConfig], None]] = [
     check_weights,
@@ -250,6 +265,7 @@ CHECKS: list[Callable[[DictConfig], None]] = [
     check_controls,
     check_paper_options,
     check_scales,
+    check_tiling,
 ]
 
 
