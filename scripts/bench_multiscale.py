@@ -1,7 +1,7 @@
 """Coarse-to-fine against one 512 px L-BFGS run of the default length: time and a fixed yardstick.
 
     python scripts/benchmark.py --multiscale          # the default candidates, one session
-    python scripts/bench_multiscale.py --candidates "128,256,512:200,80,15" "256,512:100,20"
+    python scripts/bench_multiscale.py --candidates "128,256,512:200,80,15" "256,512:100,20 scale_detail=1"
 
 Every run is a real job (``python -m nst_exp.train``) started from this process, one after the
 other and interleaved (candidate, baseline, candidate, ...), so the machine's load is shared
@@ -46,9 +46,11 @@ YARDSTICK = ["layers=gatys", "loss=l2", "model=vgg19", "model.weights=caffe", "c
 
 
 def candidate_overrides(spec: str) -> list[str]:
-    """``"128,256,512:200,80,15"`` -> the scales/steps_per_scale overrides of an L-BFGS run."""
-    scales, steps = spec.split(":")
-    return ["optimizer=lbfgs", f"scales=[{scales}]", f"steps_per_scale=[{steps}]"]
+    """``"128,256,512:200,80,15 scale_detail=1"`` -> the overrides of an L-BFGS coarse-to-fine
+    run: scales, steps per scale, then any further overrides."""
+    first, *extra = spec.split()
+    scales, steps = first.split(":")
+    return ["optimizer=lbfgs", f"scales=[{scales}]", f"steps_per_scale=[{steps}]", *extra]
 
 
 def run_job(overrides: list[str], job_dir: Path, threads: int) -> dict:

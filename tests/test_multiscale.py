@@ -41,6 +41,8 @@ def read_rows(job_dir: Path) -> list[dict[str, str]]:
     (["tile_size=16"], "tile_size=16: must be an integer >= 32"),
     (["tile_overlap=-1"], "tile_overlap=-1: must be"),
     (["tile_passes=0"], "tile_passes=0: must be an integer >= 1"),
+    (["scale_detail=2"], r"scale_detail=2: must be a number in \[0, 1\]"),
+    (["scale_detail=true"], "scale_detail=True: must be a number"),
 ])
 def test_bad_values_are_one_line_config_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:

@@ -7,7 +7,7 @@ import torch
 
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.losses import gram_matrix
-from nst_exp.core.tiles import feather, paste, resample, tile_grid, tiled_grams
+from nst_exp.core.tiles import feather, paste, resample, tile_grid, tiled_grams, upsample_with_detail
 from nst_exp.core.weights import build_extractor
 
 
@@ -69,3 +69,18 @@ def test_resample_up_and_down_keeps_range() -> None:
     small = resample(image, (5, 10))
     assert small.shape == (1, 3, 5, 10) and small.min() >= 0 and small.max() <= 1
     assert resample(image, (10, 20)).equal(image)
+
+
+def test_upsample_with_detail_adds_back_the_band_the_coarse_size_cannot_hold() -> None:
+    """A coarse result equal to the downscaled photo comes back as the photo itself (detail=1),
+    as plain upsampling (detail=0), or in between."""
+    generator = torch.Generator().manual_seed(0)
+    content = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 128, generator=generator), 3, 1, 1) * 0.8 + 0.1
+    coarse = resample(content, (24, 32))
+    plain = upsample_with_detail(coarse, content, 0.0)
+    torch.testing.assert_close(plain, resample(coarse, (96, 128)))
+    full = upsample_with_detail(coarse, content, 1.0)
+    torch.testing.assert_close(full, content, atol=1e-5, rtol=0)
+    half = upsample_with_detail(coarse, content, 0.5)
+    torch.testing.assert_close(half, (plain + full) / 2, atol=1e-5, rtol=0)
+    assert full.is_contiguous() and float(half.min()) >= 0 and float(half.max()) <= 1

@@ -62,6 +62,7 @@ class ContainedLocalLauncher(LocalLauncher):
     def _outcome(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
                  signals: list[int]) -> list[JobReturn]:
         """Each job as its summary.json tells it; a job without one was killed: recorded so."""
+        from nst_exp.core.files import read_if_complete
         from nst_exp.runtime.task import metric, record_failure
 
         assert self.config is not None and self.hydra_context is not None
@@ -71,7 +72,7 @@ class ContainedLocalLauncher(LocalLauncher):
             with open_dict(config):
                 config.hydra.job.num = initial_job_idx + offset
             job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            summary = _read(job_dir / "summary.json")
+            summary = read_if_complete(job_dir / "summary.json")
             if summary is None and not signals:
                 record_failure(OmegaConf.create({"paths": {"output_dir": str(job_dir)}}),
                                "failed: its process died without a result (killed? out of memory?); see "
@@ -87,11 +88,4 @@ class ContainedLocalLauncher(LocalLauncher):
         return returns
 
 
-def _read(path: Path) -> dict | None:
-    from nst_exp.core.files import read_json
-
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
 

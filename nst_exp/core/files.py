@@ -6,10 +6,12 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 # mkstemp creates 0600 files; results should get the usual 0666 & ~umask (read once: os.umask
 # can only be read by setting it).
@@ -53,6 +55,15 @@ def write_text(path: str | Path, text: str) -> None:
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON object written by ``write_json``."""
     return json.loads(Path(path).read_text())
+
+
+def read_if_complete(path: str | Path, parse: Callable[[str], Any] = json.loads) -> Any:
+    """A file's parsed content, or None if it is absent, unreadable or half-written: what a
+    reader of a sweep that is still running (or was killed mid-write) must expect."""
+    try:
+        return parse(Path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
 
 
 def input_file_problem(path: str | Path) -> str | None:

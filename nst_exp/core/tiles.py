@@ -97,6 +97,24 @@ def resample(image: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     return resized.clamp(0, 1).contiguous()
 
 
+def upsample_with_detail(coarse: Tensor, content: Tensor, detail: float) -> Tensor:
+    """``coarse`` at the content's size, plus ``detail`` times the band of the content that the
+    coarse size cannot hold (the content minus its round trip through that size).
+
+    Why: upsampled, a coarse result is a blur of what the fine scale needs; the fine features
+    of the photo (what relu4_2 sees at the fine size) would have to be rebuilt by the fine
+    scale's few steps. Added back, the fine scale starts where the coarse one left off in the
+    low band and where a single-scale run starts (the photo) in the high band.
+    """
+    size = content.shape[-2:]
+    image = resample(coarse, size)
+    if detail:
+        lost = content - F.interpolate(resample(content, coarse.shape[-2:]), size=tuple(size), mode="bicubic",
+                                       align_corners=False)
+        image = (image + detail * lost).clamp(0, 1)
+    return image.contiguous()
+
+
 def crop(image: Tensor, box: Box) -> Tensor:
     """The view of ``image`` inside ``box`` (no copy)."""
     top, bottom, left, right = box

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+
+from nst_exp.core.files import read_if_complete
 
 STALE_S = 600  # a job that has written nothing for this long is not running any more
 
@@ -148,14 +149,6 @@ def sweep_product(arguments: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def _read(path: Path, reader: Any) -> Any:
-    """A file's parsed content, or None if it is absent or half-written (a running sweep)."""
-    try:
-        return reader(path.read_text()) if path.is_file() else None
-    except (ValueError, yaml.YAMLError):
-        return None
-
-
 def load_jobs(sweep_dir: str | Path) -> list[Job]:
     """The planned jobs, each filled from its directory if it exists, plus any unplanned ones."""
     sweep_dir = Path(sweep_dir)
@@ -166,11 +159,11 @@ def load_jobs(sweep_dir: str | Path) -> list[Job]:
         if num >= len(jobs):  # no multirun.yaml (or an extended sweep): trust the job's own record
             jobs.append(Job(num, job_dir, {}))
     for job in jobs:
-        recorded = _read(job.dir / ".hydra" / "overrides.yaml", yaml.safe_load)
+        recorded = read_if_complete(job.dir / ".hydra" / "overrides.yaml", yaml.safe_load)
         if recorded:
             job.overrides = parse_overrides(recorded)
-        job.summary = _read(job.dir / "summary.json", json.loads)
-        job.config = _read(job.dir / ".hydra" / "config.yaml", yaml.safe_load) or {}
+        job.summary = read_if_complete(job.dir / "summary.json")
+        job.config = read_if_complete(job.dir / ".hydra" / "config.yaml", yaml.safe_load) or {}
     started = [job.num for job in jobs if job.dir.is_dir()]
     for job in jobs:
         job.superseded = bool(started) and job.num < max(started)

@@ -17,7 +17,7 @@ from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
-from nst_exp.core.tiles import resample
+from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
@@ -53,7 +53,7 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     generator = torch.Generator().manual_seed(cfg.seed)
     image = build_init(cfg, content, controls.style[0], generator)
     if init is not None:  # the previous scale's result; with color=luminance, sharp chroma from this content
-        image = resample(init, content.shape[-2:])
+        image = upsample_with_detail(init, content, float(cfg.get("scale_detail", 0.0)))
         image = with_chroma(image, content) if controls.luminance_only else image
     weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
     return StyleTransferModule(

@@ -10,20 +10,14 @@ launcher, jobs in other processes included.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nst_exp.core.files import read_if_complete
+
 SCORES = (("loss", "final_loss"), ("judge", "judge_loss"), ("ssim", "judge_ssim"), ("color", "judge_color"))
-
-
-def _read(path: Path, parse: Any) -> Any:
-    try:
-        return parse(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -39,8 +33,8 @@ def _number(value: Any) -> str:
 def sweep_lines(sweep_dir: str | Path) -> list[str]:
     """One line per job (swept overrides, status, final loss, yardstick, dir), then the report command."""
     sweep_dir = Path(sweep_dir)
-    jobs = [(job, _read(job / ".hydra" / "overrides.yaml", yaml.safe_load) or [],
-             _read(job / "summary.json", json.loads) or {}) for job in _job_dirs(sweep_dir)]
+    jobs = [(job, read_if_complete(job / ".hydra" / "overrides.yaml", yaml.safe_load) or [],
+             read_if_complete(job / "summary.json") or {}) for job in _job_dirs(sweep_dir)]
     shared = set.intersection(*(set(overrides) for _, overrides, _ in jobs)) if len(jobs) > 1 else set()
     lines = []
     for job, overrides, summary in jobs:

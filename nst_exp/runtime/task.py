@@ -37,7 +37,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nst_exp.core.files import read_json, write_json
+from nst_exp.core.files import read_if_complete, read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.errors import DiskFullError, OutputDirError, UserError
 from nst_exp.runtime import jobdir
@@ -234,10 +234,8 @@ def job_statuses(sweep_dir: Path) -> dict[str, str]:
     # a job killed before Hydra wrote its .hydra/ has only the summary its launcher wrote for it
     job_dirs = {p.parent for p in sweep_dir.glob("**/.hydra")} | {p.parent for p in sweep_dir.glob("*/summary.json")}
     for job_dir in sorted(job_dirs):
-        try:
-            status = str(read_json(job_dir / "summary.json").get("status"))
-        except (OSError, ValueError):
-            status = "no summary.json (the job crashed)"
+        summary = read_if_complete(job_dir / "summary.json")
+        status = str(summary.get("status")) if isinstance(summary, dict) else "no summary.json (the job crashed)"
         statuses[str(job_dir.relative_to(sweep_dir))] = status
     return statuses
 

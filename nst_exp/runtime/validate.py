@@ -223,6 +223,10 @@ def check_scales(cfg: DictConfig) -> None:
         if not _int_list(per_scale, 1) or len(per_scale) != len(scales):
             raise ConfigError(f"steps_per_scale={_show(per_scale)}: must be {len(scales)} integers >= 1, "
                               f"one per scale of scales={_show(scales)}")
+    detail = cfg.get("scale_detail", 0.0)
+    if not _number(detail) or not 0 <= detail <= 1:
+        raise ConfigError(f"scale_detail={detail!r}: must be a number in [0, 1] (the photo's fine band added "
+                          "when a scale starts)")
     tile, overlap, passes = cfg.get("tile_size"), cfg.get("tile_overlap", 64), cfg.get("tile_passes", 2)
     if tile is not None and not _int_list([tile], 32):
         raise ConfigError(f"tile_size={tile!r}: must be an integer >= 32 (px) or null (no tiling)")
