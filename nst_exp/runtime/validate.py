@@ -9,10 +9,10 @@ is loaded, and raise the same errors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nst_exp.core.color import COLOR_MODES
 from nst_exp.core.denoise import DENOISE_METHODS
@@ -68,13 +68,20 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError(f"precision={precision!r}: is not one of {list(PRECISIONS)} or null (the trainer's)")
 
 
+# Keys whose value must be one of a fixed set of names: key -> (value when absent, the names).
+CHOICES: dict[str, tuple[Any, Sequence[str]]] = {
+    "loss.norm": (None, DISTANCES), "loss.reduction": (None, REDUCTIONS), "loss.gram_norm": (None, GRAM_NORMS),
+    "loss.tv_norm": ("l2", DISTANCES), "loss.tv_space": ("pixels", TV_SPACES),
+    "clamp": (None, CLAMP_MODES), "init.kind": (None, INIT_KINDS), "color": ("none", COLOR_MODES),
+    "model.arch": (None, VGG_CONFIGS), "model.pooling": ("max", POOLINGS),
+    "stop_on": ("loss", STOP_ON), "denoise_method": ("gaussian", DENOISE_METHODS),
+}
+
+
 def check_choices(cfg: DictConfig) -> None:
-    """Keys whose value must be one of a fixed set of names."""
-    choices = {"loss.norm": (cfg.loss.norm, DISTANCES), "loss.reduction": (cfg.loss.reduction, REDUCTIONS),
-               "loss.gram_norm": (cfg.loss.gram_norm, GRAM_NORMS), "clamp": (cfg.clamp, CLAMP_MODES),
-               "init.kind": (cfg.init.kind, INIT_KINDS), "model.arch": (cfg.model.arch, VGG_CONFIGS),
-               "model.pooling": (cfg.model.get("pooling", "max"), POOLINGS)}
-    for field, (value, allowed) in choices.items():
+    """Every key of ``CHOICES`` names one of its allowed values."""
+    for field, (default, allowed) in CHOICES.items():
+        value = OmegaConf.select(cfg, field, default=default)
         if value not in allowed:
             raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
 
@@ -120,14 +127,7 @@ def _callback(cfg: DictConfig, name: str, key: str, default: Any) -> Any:
 
 
 def check_recipe_options(cfg: DictConfig) -> None:
-    """The knobs the seed recipes need: TV norm and space, summed layers, pixel range, stop test, denoise."""
-    choices = {"loss.tv_norm": (cfg.loss.get("tv_norm", "l2"), DISTANCES),
-               "loss.tv_space": (cfg.loss.get("tv_space", "pixels"), TV_SPACES),
-               "stop_on": (cfg.get("stop_on", "loss"), STOP_ON),
-               "denoise_method": (cfg.get("denoise_method", "gaussian"), DENOISE_METHODS)}
-    for field, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
+    """The knobs the seed recipes need: summed layers, pixel range (their names: CHOICES)."""
     normalize = cfg.layers.get("normalize", True)
     if not isinstance(normalize, bool):
         raise ConfigError(f"layers.normalize={normalize!r}: must be true or false")
@@ -161,9 +161,6 @@ def check_optimisation(cfg: DictConfig) -> None:
 
 def check_controls(cfg: DictConfig) -> None:
     """The artistic controls: colour mode, several styles and their blend, masks, start image."""
-    color = cfg.get("color", "none")
-    if color not in COLOR_MODES:
-        raise ConfigError(f"color={color!r}: is not one of {list(COLOR_MODES)}")
     style = cfg.pair.style
     styles = list(style) if isinstance(style, ListConfig) else [style]
     if not styles or not all(isinstance(path, str) and path for path in styles):
