@@ -22,12 +22,13 @@ from nst_exp.core.files import read_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
-from nst_exp.runtime.checkpoint import find_checkpoint, lightning_plugins
+from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.choices import check_group_choices
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
 from nst_exp.runtime.multiscale import run_scales
 from nst_exp.runtime.resolvers import register_resolvers
+from nst_exp.runtime.signals import lightning_plugins
 from nst_exp.runtime.task import EXIT_USER_ERROR, metric, one_line, report, task_wrapper
 from nst_exp.runtime.tiling import run_tiled, tiled
 from nst_exp.runtime.validate import check_config

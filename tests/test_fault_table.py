@@ -19,7 +19,7 @@ import pytest
 
 from conftest import FAST, compose_cfg
 from nst_exp.errors import CheckpointError, ConfigError, ImageError
-from nst_exp.runtime import checkpoint, jobdir
+from nst_exp.runtime import checkpoint, jobdir, signals
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
 from nst_exp.runtime.task import EXIT_USER_ERROR, task_wrapper
 from nst_exp.runtime.validate import check_config
@@ -160,7 +160,7 @@ def test_stop_signals_checkpoint_after_the_step_and_hand_sigusr_to_its_previous_
     assert summary_of(tmp_path)["status"] == "interrupted" and summary_of(tmp_path)["steps"] == 5
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "nst")
-    (slurm,) = checkpoint.lightning_plugins()
+    (slurm,) = signals.lightning_plugins()
     assert slurm.auto_requeue is False  # Lightning's own requeue would save mid-step and requeue twice
 
 

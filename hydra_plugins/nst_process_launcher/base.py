@@ -1,6 +1,6 @@
 """What every launcher of this project does the same way: keep Hydra's context, start a sweep;
 and, for launchers whose jobs run in other processes, pass stop signals on to them and take
-them down with the launcher (the jobs' own side is nst_exp/runtime/checkpoint.py)."""
+them down with the launcher (the jobs' own side is nst_exp/runtime/signals.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def forward_stop_signals(children: Callable[[], Iterable[int]]) -> Iterator[list
     Each job then checkpoints after its step and stops as ``interrupted``; the launcher waits
     for them, starts no new job, and exits 128 + signal. The list yielded holds the signals seen.
     """
-    from nst_exp.runtime.checkpoint import LAUNCHER_PID, handling  # not at import: plugin discovery stays fast
+    from nst_exp.runtime.signals import LAUNCHER_PID, handling  # not at import: plugin discovery stays fast
 
     seen: list[int] = []
 

@@ -13,7 +13,7 @@ sweep waits for every job), and adds what only a local sweep can do:
 - a job killed by a signal or OOM is recorded as failed in its summary.json; the others run
   to their end; the sweep exits 1 (SweepOutcome);
 - every job stops once the sweep's process is gone, even after ``kill -9``
-  (nst_exp.runtime.checkpoint.watch_launcher).
+  (nst_exp.runtime.signals.watch_launcher).
 """
 
 from __future__ import annotations

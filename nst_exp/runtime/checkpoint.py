@@ -1,10 +1,8 @@
-"""Stop signals, checkpoints and resume: everything that lets a run be stopped and continued.
+"""Checkpoints and resume: a run stopped (runtime/signals.py) or killed continues where it was.
 
 The contract (what the user sees is in docs/troubleshooting.md):
-- SIGTERM, Ctrl-C (SIGINT), SIGUSR1/2 (SLURM's warning before a time limit) during training:
-  the current step finishes, ``checkpoint.ckpt`` is written atomically, the run stops as
-  ``interrupted`` (exit 128 + signal). A second Ctrl-C stops at once (the last checkpoint
-  stands). Outside training (loading images, weights) any of them stops at once.
+- On a stop signal during training the current step finishes, ``checkpoint.ckpt`` is written
+  atomically and the run stops as ``interrupted`` (exit 128 + signal); see runtime/signals.py.
 - A checkpoint is also written every ``checkpoint_every`` steps. It is Lightning's own
   (image, optimizer state incl. L-BFGS history, loop counters, callback states such as the
   metrics rows) plus the RNG states, the W&B run id and a fingerprint of the run.
@@ -21,32 +19,19 @@ Lightning's pieces, and where they do not fit:
   Ctrl-C inside an L-BFGS line search, a bug), whose state is no step's end; and as a
   ``Checkpoint`` it needs ``enable_checkpointing=True``, which adds a default ModelCheckpoint
   to every trainer without one. We save only on the exceptions raised between steps.
-- ``SLURMEnvironment`` auto-requeue: its USR1 handler saves ``hpc_ckpt_N.ckpt`` from inside
-  the signal handler, i.e. mid-step and non-atomically, and requeues with scontrol; our SLURM
-  launcher (submitit) requeues already, so two handlers would requeue twice. It is turned off
-  (``lightning_plugins``); USR1/2 checkpoint after the step, then go to submitit's handler.
-
-Launchers that run jobs in other processes pass SIGTERM/Ctrl-C on to them (their side:
-hydra_plugins/nst_process_launcher/base.py); a job stops by itself when its launcher is gone.
+- ``SLURMEnvironment`` auto-requeue: turned off (runtime/signals.py says why).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -56,134 +41,12 @@ from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import CheckpointError, ConfigError
 from nst_exp.runtime.fingerprint import fingerprint
+from nst_exp.runtime.signals import Interrupted, StopRequest
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
 RESUME_MODES = ("auto", True, False)
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
-LAUNCHER_PID = "NST_LAUNCHER_PID"  # set for its jobs by a launcher that runs them in other processes
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
-
-
-class Interrupted(KeyboardInterrupt):
-    """The run stopped on a signal between steps (a KeyboardInterrupt, so Lightning and
-    RunSummary treat it as a graceful interruption, not a failure)."""
-
-
-# --- signals ---------------------------------------------------------------------------------
-class _Stop:
-    """The process's stop request: the first signal, and who is waiting for a step to end."""
-
-    received: int | None = None
-    active = False  # inside stop_signals: ``received`` belongs to the job running now
-    ctrl_c_twice = False
-    deferring = 0  # Checkpointing callbacks inside fit: they stop the run at the end of a step
-    previous: dict[int, Any] = {}
-
-
-def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
-    """Note the signal; stop at once unless a step is running that should finish first."""
-    first = _Stop.received is None
-    _Stop.received = signum if first else _Stop.received
-    again = signum == signal.SIGINT and _Stop.ctrl_c_twice
-    _Stop.ctrl_c_twice = _Stop.ctrl_c_twice or signum == signal.SIGINT
-    if _Stop.deferring and not again:
-        if first:
-            log.warning("%s: checkpointing after this step, then stopping%s", signal.Signals(signum).name,
-                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
-        return  # in fit, Lightning's own SIGTERM handler runs too (it chains this one)
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def handling(signums: Iterable[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[dict[int, Any]]:
-    """``handler`` for each signal not ignored (main thread only, as Python requires), then the old ones.
-
-    A signal ignored by the parent (SIGINT of a ``&`` background job, nohup) stays ignored.
-    """
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {signum: signal.signal(signum, handler) for signum in signums
-                    if signal.getsignal(signum) is not signal.SIG_IGN}
-    try:
-        yield previous
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
-
-
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """Handle the stop signals for the duration of one job."""
-    _Stop.received, _Stop.ctrl_c_twice, _Stop.deferring, _Stop.active = None, False, 0, True
-    watch_launcher()
-    with handling([getattr(signal, name) for name in STOP_SIGNALS], _on_stop_signal) as previous:
-        _Stop.previous = previous
-        try:
-            yield
-        finally:
-            _Stop.deferring, _Stop.active = 0, False
-
-
-def interrupt_code(stop: BaseException) -> int | None:
-    """128 + the signal that stopped the job, or None if ``stop`` is no interruption.
-
-    (Lightning turns a KeyboardInterrupt during fit into ``sys.exit(1)``.)
-    """
-    if _Stop.received is not None:
-        return 128 + _Stop.received
-    if isinstance(stop, SIGTERMException):
-        return 128 + signal.SIGTERM
-    if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
-        return 128 + signal.SIGINT
-    return None
-
-
-def hand_on_signal() -> None:
-    """After the job has stopped, give SIGUSR1/2 to whoever had them (submitit: requeue the job)."""
-    signum = _Stop.received
-    handler = _Stop.previous.get(signum) if signum in (signal.SIGUSR1, signal.SIGUSR2) else None
-    if callable(handler):
-        handler(signum, None)
-
-
-# --- sweeps whose jobs run in other processes (the launcher side: hydra_plugins/nst_process_launcher) ---
-def watch_launcher() -> None:
-    """In a job started by a launcher process: stop (SIGTERM to itself) once the launcher is gone.
-
-    For jobs that are not the launcher's direct children (submitit's local jobs run under a
-    controller process), where prctl's parent-death signal cannot reach. Polls once a second.
-    """
-    pid = int(os.environ.get(LAUNCHER_PID) or 0)
-    if pid in (0, os.getpid()) or any(t.name == "nst-launcher-watch" for t in threading.enumerate()):
-        return
-
-    def watch() -> None:
-        while _alive(pid):
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="nst-launcher-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: trust kill(0)
-
-
-def lightning_plugins() -> list[Any] | None:
-    """On SLURM, Lightning's environment without its requeue handler (see the module docstring)."""
-    on_slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-    return [SLURMEnvironment(auto_requeue=False)] if on_slurm else None  # Lightning's own test
 
 
 # --- resume ------------------------------------------------------------------------------------
@@ -288,10 +151,10 @@ class Checkpointing(pl.Callback):
         self._fingerprint = fingerprint(pl_module, self.seed)  # before Lightning moves it to the device
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _Stop.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
+        StopRequest.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _Stop.deferring = max(0, _Stop.deferring - 1)  # (not called after an exception: see there)
+        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # (not called after an exception: see there)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         state, self._restored = self._restored, None
@@ -310,8 +173,8 @@ class Checkpointing(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Before the next step rather than after the last: every job of a batch has then seen
         # the last step's end (metrics, snapshots), and the state is that step's end.
-        if _Stop.active and _Stop.received is not None:  # every job of a batch saves in on_exception
-            raise Interrupted(f"stopped by {signal.Signals(_Stop.received).name} after step "
+        if StopRequest.active and StopRequest.received is not None:  # every job of a batch saves in on_exception
+            raise Interrupted(f"stopped by {signal.Signals(StopRequest.received).name} after step "
                               f"{trainer.global_step}; {self.path} continues it")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -322,7 +185,7 @@ class Checkpointing(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Both are raised only between steps, so the state is consistent; any other exception
         # may come mid-step, and the last periodic checkpoint stands.
-        _Stop.deferring = max(0, _Stop.deferring - 1)  # a signal from now on stops at once
+        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # a signal from now on stops at once
         if isinstance(exception, (SIGTERMException, Interrupted)):
             self.save(trainer)
 

@@ -10,7 +10,7 @@
 - Ctrl-C or SIGTERM at any time: summary.json says ``interrupted`` (with final.png if the
   optimisation had started), exit status 130 (SIGINT) or 143 (SIGTERM). During training
   both let the current step finish, so final.png is a real iterate; a second Ctrl-C stops at once.
-  The signals themselves are handled in runtime/checkpoint.py, with checkpoint and resume.
+  The signals themselves are handled in runtime/signals.py, checkpoint and resume in checkpoint.py.
 - A job owns its dir (runtime/jobdir.py): a second run there is a one-line error, and a new
   run that does not resume starts from a dir cleared of an earlier run's results. A job that
   fails to resume leaves the interrupted run's files as they were.
@@ -41,7 +41,8 @@ from nst_exp.core.files import read_if_complete, read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.errors import DiskFullError, OutputDirError, UserError
 from nst_exp.runtime import jobdir
-from nst_exp.runtime.checkpoint import hand_on_signal, interrupt_code, stop_signals, will_resume
+from nst_exp.runtime.checkpoint import will_resume
+from nst_exp.runtime.signals import hand_on_signal, interrupt_code, stop_signals
 from nst_exp.runtime.sweep_lines import sweep_lines
 
 log = logging.getLogger(__name__)
