@@ -37,7 +37,7 @@ def optimise(x0: Tensor, target: Tensor, weights: Tensor, steps: int, **kwargs: 
         opt.zero_grad()
         losses = objective(x, target, weights)
         losses.sum().backward()
-        seen.append(float(losses.sum()))
+        seen.append(float(losses.detach().sum()))
         return losses.detach()
 
     for _ in range(steps):

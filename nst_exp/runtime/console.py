@@ -23,6 +23,9 @@ QUIET = (
     # multi-node training under srun; a run here is one process, and hydra/launcher=slurm
     # (submitit) already runs each job under srun.
     r"The `srun` command is available on your system but is not used",
+    # A stock ModelCheckpoint with manual optimisation warns that it saves the state after the
+    # step; our module's state is the image, and the image after the step is the one to keep.
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
 )
 
 
