@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from test_batch import pixels
 from test_resume import losses, metric_rows
 
@@ -141,3 +144,26 @@ def test_an_option_a_batch_cannot_honour_is_one_line_for_every_job(tmp_path: Pat
         failed = summary(jobs / job)
         assert failed["status"].startswith("failed: callbacks.checkpoint=") and failed["image"] is None
         assert not (jobs / job / "final.png").exists()
+
+
+class LockProbe(pl.Callback):
+    """Writes ``<dir>/lock_probe.txt``: whether another process could lock the job dir mid-run."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_train_batch_end(self, *args: object) -> None:
+        if (self.directory / "lock_probe.txt").exists():
+            return
+        grab = "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a+'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+        other = subprocess.run([sys.executable, "-c", grab, str(self.directory / ".lock")], capture_output=True)
+        (self.directory / "lock_probe.txt").write_text("held" if other.returncode else "free")
+
+
+def test_every_job_dir_stays_locked_while_its_batch_trains(tmp_path: Path) -> None:
+    probe = ["+callbacks.probe._target_=test_batch_promises.LockProbe",
+             "+callbacks.probe.directory=${paths.output_dir}"]
+    done, jobs = sweep(tmp_path, "batch", "steps=2", "style_weight=1e5,1e6", *probe, env={"PYTHONPATH": TESTS})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(jobs / job / "lock_probe.txt").read_text() for job in "01"] == ["held", "held"]
+    assert all(summary(jobs / job)["status"] == "ok" for job in "01")

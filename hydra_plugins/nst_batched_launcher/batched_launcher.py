@@ -97,6 +97,7 @@ class BatchedLauncher(SweepLauncher):
         """
         from nst_exp.batched.batch import Job, prepare_job, train_batch
         from nst_exp.batched.resume import BatchResume
+        from nst_exp.runtime import jobdir
         from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
         from nst_exp.runtime.task import one_line, record_failure, report, run_interruptible, task_wrapper, user_error
 
@@ -120,6 +121,8 @@ class BatchedLauncher(SweepLauncher):
         handlers = _job_log_files([Path(job.cfg.paths.output_dir) for job in batch[:-1]])  # the last has one
         started = time.time()
         try:
+            for job in batch:  # one owner per job dir while the batch writes into all of them
+                jobdir.claim(job.cfg.paths.output_dir)
             summaries = run_interruptible(train_batch, batch)  # SIGTERM/Ctrl-C: every job checkpoints
         except Exception as error:
             # As for a failed job run alone: one line (a user error without its type), each job's
@@ -134,6 +137,8 @@ class BatchedLauncher(SweepLauncher):
                 returns[n].return_value = math.nan
             return returns
         finally:
+            for job in batch:
+                jobdir.release(job.cfg.paths.output_dir)
             for handler in handlers:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
