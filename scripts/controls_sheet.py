@@ -1,7 +1,8 @@
 """Make the README's "Artistic controls" contact sheet: one run per control, bundled weights.
 
     python scripts/controls_sheet.py                      # -> docs/images/controls.jpg
-    python scripts/controls_sheet.py --size 256 --steps 150 --jobs 2
+    python scripts/controls_sheet.py --jobs 2 --threads 1
+    python scripts/controls_sheet.py --out DIR --reuse   # redo only the runs that did not end ok
 
 Every cell is ``python -m nst_exp.train <its overrides>`` (Tübingen, default settings otherwise);
 the runs go side by side (one thread each) under ``--out``, then the sheet is drawn.
@@ -20,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from nst_exp import DATA_DIR
-from nst_exp.core.files import atomic_path
+from nst_exp.core.files import atomic_path, read_if_complete
 
 IMAGES = DATA_DIR / "images"
 TWO_STYLES = f"pair.style=[{IMAGES}/style/starry_night.jpg,{IMAGES}/style/the_scream.jpg]"
@@ -32,8 +33,7 @@ RUNS = [
     ("color=histogram", ["color=histogram"]),
     ("2 styles, style_blend=0.5", [TWO_STYLES, "style_blend=0.5"]),
     ("init=image (Great Wave)", ["init=image", f"init.path={IMAGES}/style/great_wave.jpg"]),
-    ("normalize_gradients", ["loss.normalize_gradients=true", "optimizer.line_search_fn=null",
-                             "style_weight=10"]),
+    ("normalize_gradients (Adam)", ["loss.normalize_gradients=true", "optimizer=adam", "style_weight=10"]),
     ("masks: sky / town", [TWO_STYLES, MASKS]),
 ]
 INPUTS = [("content", IMAGES / "content/tubingen.jpg"), ("style 1", IMAGES / "style/starry_night.jpg"),
@@ -41,8 +41,14 @@ INPUTS = [("content", IMAGES / "content/tubingen.jpg"), ("style 1", IMAGES / "st
 
 
 def run(label: str, overrides: list[str], args: argparse.Namespace) -> Path:
-    """One control's run; returns its final.png."""
+    """One control's run (kept if ``--reuse`` and it finished ``ok``); returns its final.png.
+
+    A run that did not end ``ok`` (diverged, failed) stops the sheet: its final.png is not
+    what the control does.
+    """
     out = args.out / re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+    if args.reuse and _status(out) == "ok":
+        return out / "final.png"
     command = [sys.executable, "-m", "nst_exp.train", f"image_size={args.size}", f"steps={args.steps}",
                "trainer=cpu", "logger=none", "snapshot_every=0", "checkpoint_every=0", "resume=false",
                f"hydra.run.dir={out}", *overrides]
@@ -50,8 +56,15 @@ def run(label: str, overrides: list[str], args: argparse.Namespace) -> Path:
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{label}: failed\n{result.stderr[-2000:]}")
+    if _status(out) != "ok":
+        raise SystemExit(f"{label}: the run ended {_status(out)!r}, not ok (see {out / 'summary.json'})")
     print(f"{label}: {out / 'final.png'}", flush=True)
     return out / "final.png"
+
+
+def _status(run_dir: Path) -> str | None:
+    summary = read_if_complete(run_dir / "summary.json")
+    return summary.get("status") if isinstance(summary, dict) else None
 
 
 def sheet(cells: list[tuple[str, Path]], cell: int, columns: int = 4) -> Image.Image:
@@ -71,12 +84,13 @@ def sheet(cells: list[tuple[str, Path]], cell: int, columns: int = 4) -> Image.I
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=160, help="image_size of every run (long edge, px)")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--size", type=int, default=256, help="image_size of every run (long edge, px)")
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--jobs", type=int, default=len(RUNS), help="runs side by side")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=Path("outputs/controls"))
     parser.add_argument("--sheet", type=Path, default=Path("docs/images/controls.jpg"))
+    parser.add_argument("--reuse", action="store_true", help="keep runs under --out that finished ok")
     args = parser.parse_args()
     with ThreadPoolExecutor(args.jobs) as pool:
         finals = list(pool.map(lambda item: run(*item, args), RUNS))

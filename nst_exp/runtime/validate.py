@@ -180,7 +180,7 @@ def check_controls(cfg: DictConfig) -> None:
     if flag and search:  # measured: 8.5x the evaluations per L-BFGS step (strong Wolfe, 48 px)
         raise ConfigError(f"loss.normalize_gradients=true with optimizer.line_search_fn={search}: "
                           "a normalised gradient is not the loss's gradient, which a line search needs; add "
-                          "optimizer.line_search_fn=null (as jcjohnson/neural-style) or use optimizer=adam")
+                          "optimizer=adam, or optimizer.line_search_fn=null (jcjohnson/neural-style; can diverge)")
 
 
 def _check_blend(blend: Any, count: int) -> None:
