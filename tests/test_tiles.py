@@ -7,7 +7,7 @@ import torch
 
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.losses import gram_matrix
-from nst_exp.core.tiles import feather, paste, resample, tile_grid, tiled_grams, upsample_with_detail
+from nst_exp.core.tiles import feather, partition, paste, resample, tile_grid, tiled_grams, upsample_with_detail
 from nst_exp.core.weights import build_extractor
 
 
@@ -52,11 +52,13 @@ def test_paste_blends_through_the_mask() -> None:
     assert image[0, 0, 3, 3] == 0.25 and image[0, 0, 0, 0] == 0
 
 
-def test_tiled_grams_equal_the_whole_image_grams() -> None:
-    """With context covering the image and tile edges on the pooling grid, the sums are exact."""
+@pytest.mark.parametrize("width", [48, 40, 36])  # 40 = 16 + 16 + 8; 36 = 16 + 20 (a 4 px strip joins)
+def test_tiled_grams_equal_the_whole_image_grams(width: int) -> None:
+    """With context covering the image and tile edges on the pooling grid, the sums are exact
+    (each position counted once, also where the image is no multiple of the tile)."""
     layers = ["relu1_1", "relu3_1", "relu5_1"]
     extractor: VGGFeatures = build_extractor("vgg19", layers, weights="random", seed=0)
-    image = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(1, 3, 64, width, generator=torch.Generator().manual_seed(0))
     whole = {name: gram_matrix(f, "chw") for name, f in extractor(image, layers).items()}
     tiled = tiled_grams(image, lambda x: extractor(x, layers), tile=16, margin=64, norm="chw")
     for name in layers:
@@ -84,3 +86,13 @@ def test_upsample_with_detail_adds_back_the_band_the_coarse_size_cannot_hold() -
     half = upsample_with_detail(coarse, content, 0.5)
     torch.testing.assert_close(half, (plain + full) / 2, atol=1e-5, rtol=0)
     assert full.is_contiguous() and float(half.min()) >= 0 and float(half.max()) <= 1
+
+
+@pytest.mark.parametrize(("length", "tile"), [(72, 32), (96, 32), (40, 16), (20, 32), (4096, 512), (4100, 512)])
+def test_partition_covers_each_pixel_once_with_no_thin_strip(length: int, tile: int) -> None:
+    boxes = partition(length, length + 3, tile)
+    count = torch.zeros(length, length + 3)
+    for top, bottom, left, right in boxes:
+        count[top:bottom, left:right] += 1
+        assert min(bottom - top, right - left) >= min(tile // 2, length)
+    assert bool((count == 1).all())

@@ -52,6 +52,22 @@ def tile_grid(height: int, width: int, tile: int, overlap: int, shift: bool = Fa
             for left, right in _spans(width, tile, overlap, shift)]
 
 
+def partition(height: int, width: int, tile: int) -> list[Box]:
+    """Boxes that cover the image exactly once: for sums over positions (Gram matrices), where
+    an overlapping grid would count its overlaps twice.
+
+    Edges fall on multiples of ``tile`` (on the pooling grid when ``tile`` is a multiple of 16);
+    a last strip under half a tile joins its neighbour, so no box is too thin for the network.
+    """
+    def cuts(length: int) -> list[tuple[int, int]]:
+        spans = [(start, min(start + tile, length)) for start in range(0, length, tile)]
+        if len(spans) > 1 and spans[-1][1] - spans[-1][0] < tile / 2:
+            spans[-2:] = [(spans[-2][0], length)]
+        return spans
+
+    return [(top, bottom, left, right) for top, bottom in cuts(height) for left, right in cuts(width)]
+
+
 def feather(box: Box, height: int, width: int, overlap: int) -> Tensor:
     """(1, 1, h, w) paste mask for ``box``: 1 inside, a linear ramp over ``overlap`` px on each
     side that lies inside the image (where another tile continues), 1 on the image border."""
@@ -136,7 +152,7 @@ def tiled_grams(image: Tensor, features: FeatureFn, tile: int, margin: int,
     height, width = image.shape[-2:]
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
-    for top, bottom, left, right in tile_grid(height, width, tile, 0):
+    for top, bottom, left, right in partition(height, width, tile):
         outer = (max(0, top - margin), min(height, bottom + margin), max(0, left - margin), min(width, right + margin))
         for name, feats in features(crop(image, outer)).items():
             # Map the inner box into this layer's grid (each pooling halves it).
