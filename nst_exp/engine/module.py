@@ -86,26 +86,25 @@ class StyleTransferModule(pl.LightningModule):
     @torch.no_grad()
     def build_objective(self) -> StyleTransferLoss:
         """Encode content and style once, where the module lives (on the GPU if it is there)."""
-        content = self.extractor(self.view(self.content[:1]), list(self.content_layers))
-        styles = [self.extractor(self.view(style), list(self.style_layers)) for style in self.styles]
-        self.objective = StyleTransferLoss(content, styles, self.content_layers, self.style_layers,
-                                           style_blend=self.style_blend, masks=self.masks, **self.objective_options())
+        self.objective = self.objective_for(self.content[:1], self.styles)
         if self.reference is not None:
             self.objective.rebalance(self.reference_energies())
         return self.objective
 
     @torch.no_grad()
+    def objective_for(self, content: Tensor, styles: Sequence[Tensor]) -> StyleTransferLoss:
+        """This run's objective (layers, blend, masks, loss options) with these images' targets."""
+        device = self.image.device
+        return StyleTransferLoss(self.extractor(self.view(content.to(device)), list(self.content_layers)),
+                                 [self.extractor(self.view(s.to(device)), list(self.style_layers)) for s in styles],
+                                 self.content_layers, self.style_layers, style_blend=self.style_blend,
+                                 masks=self.masks, **self.objective_options())
+
     def reference_energies(self) -> dict[str, float]:
         """The target energies this run's objective has with its content and styles at the
         reference size (``loss.reference_pixels``): the balance every size keeps."""
         assert self.reference is not None
-        device = self.image.device
-        content, styles = self.reference[0].to(device), [style.to(device) for style in self.reference[1]]
-        objective = StyleTransferLoss(self.extractor(self.view(content), list(self.content_layers)),
-                                      [self.extractor(self.view(s), list(self.style_layers)) for s in styles],
-                                      self.content_layers, self.style_layers, style_blend=self.style_blend,
-                                      masks=self.masks, **self.objective_options())
-        return objective.target_energies()
+        return self.objective_for(*self.reference).target_energies()
 
     def objective_options(self) -> dict:
         """The loss options as StyleTransferLoss takes them (``tv_space`` becomes a TV input)."""
