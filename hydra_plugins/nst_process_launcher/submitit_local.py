@@ -86,6 +86,3 @@ class ContainedLocalLauncher(LocalLauncher):
 
             stopped(signals[0], len(job_overrides), 0, str(self.config.hydra.sweep.dir))
         return returns
-
-
-

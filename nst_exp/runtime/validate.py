@@ -239,13 +239,13 @@ def check_tiling(cfg: DictConfig) -> None:
     tile = cfg.get("tile_size")
     if tile is None:
         return
-    style, masks = cfg.pair.style, cfg.pair.get("masks")
+    style, masks, color = cfg.pair.style, cfg.pair.get("masks"), cfg.get("color", "none")
+    augment = (cfg.get("augment") or {}).get("_target_")
     conflicts = [
         ("pair.style", style, isinstance(style, ListConfig) and len(style) > 1, "several styles"),
         ("pair.masks", masks, masks is not None, "masks"),
-        ("color", cfg.get("color", "none"), cfg.get("color", "none") == "luminance", "color=luminance"),
-        ("augment", (cfg.get("augment") or {}).get("_target_"), bool((cfg.get("augment") or {}).get("_target_")),
-         "augmentation"),
+        ("color", color, color == "luminance", "color=luminance"),
+        ("augment", augment, bool(augment), "augmentation"),
     ]
     for field, value, conflict, what in conflicts:
         if conflict:
