@@ -77,13 +77,20 @@ CHOICES: dict[str, tuple[Any, Sequence[str]]] = {
     "stop_on": ("loss", STOP_ON), "denoise_method": ("gaussian", DENOISE_METHODS),
 }
 
+# Keys that are true or false: key -> value when absent.
+FLAGS: dict[str, bool] = {"layers.normalize": True, "model.normalize": False, "loss.normalize_gradients": False}
+
 
 def check_choices(cfg: DictConfig) -> None:
-    """Every key of ``CHOICES`` names one of its allowed values."""
+    """Every key of ``CHOICES`` names one of its allowed values; every key of ``FLAGS`` is a bool."""
     for field, (default, allowed) in CHOICES.items():
         value = OmegaConf.select(cfg, field, default=default)
         if value not in allowed:
             raise ConfigError(f"{field}={value!r}: is not one of {sorted(allowed)}")
+    for field, default in FLAGS.items():
+        value = OmegaConf.select(cfg, field, default=default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{field}={value!r}: must be true or false")
 
 
 def check_yardstick(cfg: DictConfig) -> None:
@@ -127,10 +134,7 @@ def _callback(cfg: DictConfig, name: str, key: str, default: Any) -> Any:
 
 
 def check_recipe_options(cfg: DictConfig) -> None:
-    """The knobs the seed recipes need: summed layers, pixel range (their names: CHOICES)."""
-    normalize = cfg.layers.get("normalize", True)
-    if not isinstance(normalize, bool):
-        raise ConfigError(f"layers.normalize={normalize!r}: must be true or false")
+    """The knobs the seed recipes need: the pixel range (their names and flags: CHOICES, FLAGS)."""
     pixel_max = cfg.model.get("pixel_max", 255.0)
     if not _finite(pixel_max) or pixel_max <= 0:
         raise ConfigError(f"model.pixel_max={pixel_max!r}: must be a finite number > 0")
@@ -173,9 +177,7 @@ def check_controls(cfg: DictConfig) -> None:
                           "one per style image, or null")
     if cfg.init.kind == "image" and not (isinstance(cfg.init.get("path"), str) and cfg.init.path):
         raise ConfigError(f"init.path={cfg.init.get('path')!r}: init=image needs a picture: init.path=my.jpg")
-    flag = cfg.loss.get("normalize_gradients", False)
-    if not isinstance(flag, bool):
-        raise ConfigError(f"loss.normalize_gradients={flag!r}: must be true or false")
+    flag = cfg.loss.get("normalize_gradients", False)  # a bool: FLAGS
     search = cfg.optimizer.get("line_search_fn")
     if flag and search:  # measured: 8.5x the evaluations per L-BFGS step (strong Wolfe, 48 px)
         raise ConfigError(f"loss.normalize_gradients=true with optimizer.line_search_fn={search}: "
@@ -200,10 +202,7 @@ def _check_blend(blend: Any, count: int) -> None:
 
 
 def check_paper_options(cfg: DictConfig) -> None:
-    """Gatys et al.'s normalised network and size-invariant content term."""
-    normalize = cfg.model.get("normalize", False)
-    if not isinstance(normalize, bool):
-        raise ConfigError(f"model.normalize={normalize!r}: must be true or false")
+    """Gatys et al.'s size-invariant balance (``model.normalize`` is a flag: FLAGS)."""
     pixels = cfg.loss.get("reference_pixels")
     if pixels is not None and (not isinstance(pixels, int) or isinstance(pixels, bool) or pixels <= 0):
         raise ConfigError(f"loss.reference_pixels={pixels!r}: must be a positive integer or null (raw sum)")
