@@ -12,7 +12,7 @@ Both take a closure that returns the per-image losses, shape (B,) (``per_image_l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,9 +21,7 @@ from torch import Tensor
 from torch.optim import LBFGS, Optimizer
 
 from nst_exp.batched.line_search import Scalar, strong_wolfe
-from nst_exp.core.box_lbfgs import two_loop
-
-Closure = Callable[[], Tensor]
+from nst_exp.core.box_lbfgs import Closure, evaluate_images, two_loop
 
 
 def per_image(lr: float | Sequence[float], batch: int) -> list[float]:
@@ -211,7 +209,7 @@ class BatchedLBFGS(PerImageControl, LBFGS):
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         group, (param,) = self.param_groups[0], self._params
-        losses, grads = self._evaluate(closure, param)
+        losses, grads = evaluate_images(closure, param)
         first, start = losses, param.detach().clone()
         directions, searches = {}, {}
         for i, history in enumerate(self.histories):
@@ -235,7 +233,7 @@ class BatchedLBFGS(PerImageControl, LBFGS):
         while trials:
             for i, t in trials.items():
                 param[i].copy_(start[i]).add_(directions[i].view_as(param[i]), alpha=t)
-            losses, grads = self._evaluate(closure, param)
+            losses, grads = evaluate_images(closure, param)
             pending = {}
             for i in trials:
                 try:
@@ -246,12 +244,6 @@ class BatchedLBFGS(PerImageControl, LBFGS):
         for i, d in directions.items():
             param[i].copy_(start[i]).add_(d.view_as(param[i]), alpha=self.histories[i].t)
         return first
-
-    def _evaluate(self, closure: Closure, param: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-image losses (B,) and flat gradients (B, N) at the current batch."""
-        with torch.enable_grad():
-            losses = closure()
-        return losses.detach().reshape(-1).cpu(), param.grad.detach().reshape(param.shape[0], -1)
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

@@ -129,7 +129,7 @@ class BoxLBFGS(LBFGS):
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         group, (param,) = self.param_groups[0], self._params
-        first, grads = self._evaluate(closure, param)
+        first, grads = evaluate_images(closure, param)
         start = param.detach().reshape(param.shape[0], -1).clone()
         directions, searches = {}, {}
         for i in range(param.shape[0]):
@@ -151,7 +151,7 @@ class BoxLBFGS(LBFGS):
         trials = {i: next(search) for i, search in searches.items()}
         while trials:
             moved = {i: self._move(param, i, start[i], directions[i], t) for i, t in trials.items()}
-            losses, _ = self._evaluate(closure, param)
+            losses, _ = evaluate_images(closure, param)
             pending = {}
             for i, t in trials.items():
                 try:
@@ -168,11 +168,12 @@ class BoxLBFGS(LBFGS):
         param[index].copy_(point.view_as(param[index]))
         return point.sub_(start)
 
-    def _evaluate(self, closure: Closure, param: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-image losses (B,) and flat gradients (B, N) at the current batch."""
-        with torch.enable_grad():
-            losses = closure()
-        return losses.detach().reshape(-1).cpu(), param.grad.detach().reshape(param.shape[0], -1)
+
+def evaluate_images(closure: Closure, param: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image losses (B,) and flat gradients (B, N) at the current batch (both L-BFGS kinds)."""
+    with torch.enable_grad():
+        losses = closure()
+    return losses.detach().reshape(-1).cpu(), param.grad.detach().reshape(param.shape[0], -1)
 
 
 def box_constrained(factory: Callable, clamp: str) -> Callable:
