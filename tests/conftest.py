@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ CONF_DIR = str(CONFIG_DIR)
 # Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it.
 FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none",
         "log_every=2", "snapshot_every=2"]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test sends SIGINT: a shell's background job (and so
+    pytest run as one) inherits SIGINT ignored, and a run rightly leaves it so; give the child
+    the default, as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)

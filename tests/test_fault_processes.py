@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import default_sigint, run_cli
 
 pytestmark = pytest.mark.slow
 LONG = ["model.weights=random", "image_size=32", "steps=100000", "trainer=cpu", "logger=none", "log_every=1",
@@ -32,7 +32,7 @@ def start(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
     with open(err, "w") as file:
         proc = subprocess.Popen([sys.executable, "-m", "nst_exp.train", *args], cwd=cwd, env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=file,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=default_sigint)
     return proc, err
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 import nst_exp.runtime.task
 import nst_exp.train
-from conftest import FAST, compose_cfg, run_cli
+from conftest import FAST, compose_cfg, default_sigint, run_cli
 from nst_exp.engine.callbacks import RunSummary
 from nst_exp.engine.guards import DivergenceGuard
 from nst_exp.engine.module import StyleTransferModule
@@ -121,10 +121,9 @@ def test_signal_mid_run_writes_the_latest_image_and_interrupted(tmp_path: Path, 
     args = [*FAST, "steps=100000", "log_every=1", "snapshot_every=1", "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run}"]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    # A shell's background job inherits SIGINT ignored (and a run rightly leaves it so): restore it.
     proc = subprocess.Popen([sys.executable, "-m", "nst_exp.train", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not (run / "metrics.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from conftest import FAST, compose_cfg
+from conftest import FAST, compose_cfg, default_sigint
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
 from nst_exp.train import train
@@ -92,11 +92,9 @@ def test_ctrl_c_on_the_cli_checkpoints_and_resume_continues(tmp_path: Path) -> N
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "nst_exp.train", *FAST, "log_every=1", "snapshot_every=0",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={job}"]
-    # A shell's background job inherits SIGINT ignored (and then a run rightly leaves it so):
-    # give the child the default, as a terminal would.
     log = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 - a file, not a pipe: a full pipe would stall the run
     proc = subprocess.Popen([*base, "steps=100000"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=log, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (job / "metrics.csv").is_file() and len(metric_rows(job)) >= 3:
