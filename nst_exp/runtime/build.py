@@ -21,7 +21,7 @@ from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
-from nst_exp.runtime.controls import build_init, load_controls, style_paths
+from nst_exp.runtime.controls import build_init, load_controls, load_styles, style_paths
 from nst_exp.runtime.job_loggers import job_overrides
 from nst_exp.runtime.validate import check_config
 
@@ -80,7 +80,7 @@ def reference_images(cfg: DictConfig, content: torch.Tensor, min_edge: int, why:
     edge = max(1, round(max(height, width) * math.sqrt(pixels / (height * width))))
     reference, style = load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
                                  cfg.get("max_image_pixels", 89_478_485), min_edge, why)
-    return reference, load_controls(cfg, reference, style, min_edge, why).style
+    return reference, load_styles(cfg, reference, style, min_edge, why)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

@@ -51,19 +51,26 @@ def style_blend(cfg: DictConfig, count: int) -> list[float]:
 def load_controls(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge: int = 1,
                   why: str = "") -> Controls:
     """Load the other styles and the masks, and apply the colour mode to the styles."""
+    styles = load_styles(cfg, content, first_style, min_edge, why)
+    mask_paths = (cfg.pair.get("masks") or [])
+    masks = torch.cat([load_mask(str(path), f"pair.masks[{index}]", tuple(content.shape[-2:]))
+                       for index, path in enumerate(mask_paths)]) if mask_paths else None
+    return Controls(styles, style_blend(cfg, len(styles)), masks, cfg.get("color", "none") == "luminance")
+
+
+def load_styles(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge: int = 1,
+                why: str = "") -> list[Tensor]:
+    """Every style image for this content (the first one already loaded), colour mode applied."""
     paths = style_paths(cfg)
     styles = [first_style] + [load_style(path, f"pair.style[{index}]", tuple(content.shape[-2:]),
                                          cfg.get("style_scale"), min_edge, why)
                               for index, path in enumerate(paths[1:], 1)]
     color = cfg.get("color", "none")
     if color == "histogram":
-        styles = [match_histogram(style, content) for style in styles]
-    elif color == "luminance":
-        styles = [match_luminance(style, content) for style in styles]
-    mask_paths = (cfg.pair.get("masks") or [])
-    masks = torch.cat([load_mask(str(path), f"pair.masks[{index}]", tuple(content.shape[-2:]))
-                       for index, path in enumerate(mask_paths)]) if mask_paths else None
-    return Controls(styles, style_blend(cfg, len(styles)), masks, color == "luminance")
+        return [match_histogram(style, content) for style in styles]
+    if color == "luminance":
+        return [match_luminance(style, content) for style in styles]
+    return styles
 
 
 def build_init(cfg: DictConfig, content: Tensor, style: Tensor, generator: torch.Generator) -> Tensor:
