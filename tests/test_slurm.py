@@ -232,5 +232,10 @@ def test_scancel_of_the_array_leaves_interrupted_jobs_with_checkpoints(slurm: Lo
         steps = [int(r[0]) for r in metric_rows(job)]
         assert steps == list(range(len(steps)))
     assert half_written(sweep) == []
+    # The jobs that never started have no .hydra/, but a summary.json saying so: the verdict counts all four.
+    assert "4 of 4 jobs failed" in stderr, stderr[-3000:]
+    for number in sorted(set(range(4)) - set(started)):
+        status = json.loads((sweep / str(number) / "summary.json").read_text())["status"]
+        assert status.startswith(f"failed: submitit job {array}_") and "without a result (CANCELLED" in status, status
     records = slurm.sacct(array)  # tasks that never started: one record, e.g. 12_[2-3]
     assert {state.split()[0] for state in records.values()} == {"CANCELLED"}, records

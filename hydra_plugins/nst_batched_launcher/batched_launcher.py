@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, open_dict, read_write
 
-from hydra_plugins.nst_process_launcher.base import SweepLauncher
+from hydra_plugins.nst_process_launcher.base import SweepLauncher, job_config, job_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,8 @@ class BatchedLauncher(SweepLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         self.begin()
         assert self.config is not None and self.hydra_context is not None
-        configs = []
-        for offset, overrides in enumerate(job_overrides):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
-            configs.append(config)
+        configs = [job_config(self.hydra_context, self.config, overrides, initial_job_idx + offset)
+                   for offset, overrides in enumerate(job_overrides)]
         returns: list[JobReturn | None] = [None] * len(configs)
         for group in self._groups(configs):
             for start in range(0, len(group), self.max_batch):
@@ -105,7 +101,7 @@ class BatchedLauncher(SweepLauncher):
         resume = BatchResume()
         # The batch's one checkpoint lives in its first job's dir: every job of the batch resumes
         # from it, so none of their dirs may be cleared as a fresh start (runtime/checkpoint.py).
-        first_dir = Path(str(configs[0].hydra.sweep.dir)) / str(configs[0].hydra.sweep.subdir)
+        first_dir = job_dir(configs[0])
         for config in configs:
             with open_dict(config):
                 config.batch_checkpoint = str(first_dir / CHECKPOINT_NAME)
@@ -154,8 +150,8 @@ def _job_log_files(job_dirs: list[Path]) -> list[logging.Handler]:
     if template is None:
         return []
     handlers: list[logging.Handler] = []
-    for job_dir in job_dirs:
-        handler = logging.FileHandler(job_dir / Path(template.baseFilename).name)
+    for directory in job_dirs:
+        handler = logging.FileHandler(directory / Path(template.baseFilename).name)
         handler.setFormatter(template.formatter)
         handler.setLevel(template.level)
         root.addHandler(handler)

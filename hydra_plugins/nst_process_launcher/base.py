@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -15,7 +15,7 @@ from types import FrameType
 from hydra.core.utils import configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 
 class SweepLauncher(Launcher):
@@ -38,6 +38,21 @@ class SweepLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         return sweep_dir
+
+
+def job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides: Sequence[str], num: int) -> DictConfig:
+    """Job ``num``'s config as Hydra composes it for the job itself (``hydra.job.num`` and ``id`` set),
+    so a launcher knows the job's directory without waiting for the job to make it."""
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = f"{config.hydra.job.name}_{num}"
+        config.hydra.job.num = num
+    return config
+
+
+def job_dir(config: DictConfig) -> Path:
+    """The directory of the job whose config ``job_config`` made."""
+    return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
 
 
 @contextmanager

@@ -40,9 +40,15 @@ import cloudpickle
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nst_process_launcher.base import SweepLauncher, die_with_parent, forward_stop_signals
+from hydra_plugins.nst_process_launcher.base import (
+    SweepLauncher,
+    die_with_parent,
+    forward_stop_signals,
+    job_config,
+    job_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +86,7 @@ class ProcessLauncher(SweepLauncher):
 
     def _job_config(self, overrides: Sequence[str], num: int) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = f"{config.hydra.job.name}_{num}"
-            config.hydra.job.num = num
-        return config
+        return job_config(self.hydra_context, self.config, overrides, num)
 
 
 class Job:
@@ -92,7 +94,7 @@ class Job:
 
     def __init__(self, config: DictConfig, overrides: Sequence[str]) -> None:
         self.config, self.overrides = config, list(overrides)
-        self.dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        self.dir = job_dir(config)
         self.process: Any = None
         self.result: JobReturn | None = None
         self._payload = Path()

@@ -22,11 +22,12 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from hydra_plugins.nst_process_launcher.base import forward_stop_signals
+from hydra_plugins.nst_process_launcher.base import forward_stop_signals, job_config, job_dir
 from hydra_plugins.nst_submitit_launcher.submitit_launcher import LocalLauncher
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class ContainedLocalLauncher(LocalLauncher):
                     log.error("A job died: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
         return self._outcome(job_overrides, initial_job_idx, signals)
 
+    def record_lost(self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: Sequence[int]) -> None:
+        """Nothing here: ``_outcome`` records a lost job with the local cause (killed, out of memory)."""
+
     def _outcome(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
                  signals: list[int]) -> list[JobReturn]:
         """Each job as its summary.json tells it; a job without one was killed: recorded so."""
@@ -68,16 +72,13 @@ class ContainedLocalLauncher(LocalLauncher):
         assert self.config is not None and self.hydra_context is not None
         returns = []
         for offset, overrides in enumerate(job_overrides):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.num = initial_job_idx + offset
-            job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            summary = read_if_complete(job_dir / "summary.json")
+            config = job_config(self.hydra_context, self.config, overrides, initial_job_idx + offset)
+            summary = read_if_complete(job_dir(config) / "summary.json")
             if summary is None and not signals:
-                record_failure(OmegaConf.create({"paths": {"output_dir": str(job_dir)}}),
+                record_failure(OmegaConf.create({"paths": {"output_dir": str(job_dir(config))}}),
                                "failed: its process died without a result (killed? out of memory?); see "
                                f"{config.hydra.sweep.dir}/.submitit/")
-            result = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
+            result = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir(config)),
                                task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
             result.return_value = metric(summary, str(config.get("optimized_metric") or "final_loss"))
             returns.append(result)

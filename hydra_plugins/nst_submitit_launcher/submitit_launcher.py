@@ -33,8 +33,9 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
+from hydra_plugins.nst_process_launcher.base import job_config, job_dir
 from nst_exp.core.files import read_json
-from nst_exp.runtime.task import DONE, EXIT_SIGTERM
+from nst_exp.runtime.task import DONE, EXIT_SIGTERM, record_failure
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as hydra_submitit
@@ -101,7 +102,22 @@ class _FailureContract:
         params = [(list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state())
                   for number, overrides in zip(numbers, job_overrides)]
         jobs = executor.map_array(self, *zip(*params))
-        return collect(jobs, job_overrides, numbers)
+        returns = collect(jobs, job_overrides, numbers)
+        self.record_lost(jobs, job_overrides, numbers)
+        return returns
+
+    def record_lost(self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: Sequence[int]) -> None:
+        """A summary.json for each job that ended without a result and without writing one.
+
+        A job cancelled before it ran has no directory, and SweepOutcome counts the jobs by their
+        directories: with this record the verdict counts every job of the sweep. A job that ran
+        wrote its own summary (interrupted, failed), which stays as it is.
+        """
+        for job, overrides, number in zip(jobs, job_overrides, numbers):
+            if not job.paths.result_pickle.exists():
+                directory = job_dir(job_config(self.hydra_context, self.config, overrides, number))
+                record_failure(OmegaConf.create({"paths": {"output_dir": str(directory)}}),
+                               f"failed: submitit job {job.job_id} ended without a result ({job.state})")
 
 
 def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: Sequence[int]) -> list[JobReturn]:
