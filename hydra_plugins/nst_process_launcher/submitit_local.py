@@ -73,12 +73,13 @@ class ContainedLocalLauncher(LocalLauncher):
         returns = []
         for offset, overrides in enumerate(job_overrides):
             config = job_config(self.hydra_context, self.config, overrides, initial_job_idx + offset)
-            summary = read_if_complete(job_dir(config) / "summary.json")
+            directory = job_dir(config)
+            summary = read_if_complete(directory / "summary.json")
             if summary is None and not signals:
-                record_failure(OmegaConf.create({"paths": {"output_dir": str(job_dir(config))}}),
+                record_failure(OmegaConf.create({"paths": {"output_dir": str(directory)}}),
                                "failed: its process died without a result (killed? out of memory?); see "
                                f"{config.hydra.sweep.dir}/.submitit/")
-            result = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir(config)),
+            result = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(directory),
                                task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
             result.return_value = metric(summary, str(config.get("optimized_metric") or "final_loss"))
             returns.append(result)
