@@ -9,7 +9,7 @@ alike; each run's wall time and CPU time (user + system of the job's process tre
 recorded. The yardstick scores each final.png the same way, whatever the run's own
 objective: VGG19 (the bundled Caffe weights), content distance at relu4_2, style distance as
 the mean over relu1_1..relu5_1 of the squared Gram difference (C*H*W-normalised), both at
-512 px against the shipped Tübingen x Starry Night pair; ``total = content + 1e5 * style``.
+512 px (``--size``) against the shipped Tübingen x Starry Night pair; ``total = content + 1e5 * style``.
 """
 
 from __future__ import annotations
@@ -37,12 +37,16 @@ from nst_exp.core.images import load_image, to_tensor  # noqa: E402
 from nst_exp.runtime.build import build_module  # noqa: E402
 from nst_exp.runtime.resolvers import register_resolvers  # noqa: E402
 
-SIZE = 512
-BASELINE = ["optimizer=lbfgs", f"image_size={SIZE}", "steps=150"]  # the default optimiser and length
-CANDIDATES = ("128,256,512:200,80,15", "256,512:50,35")  # c1, c2 in docs/performance.md
+SIZE = 512  # the issue's size; --size measures another (the yardstick then scores at that size)
+CANDIDATES = ("256,512:60,30 scale_detail=1", "128,256,512:100,40,25 scale_detail=1")  # c1, c2 in docs/performance.md
 COMMON = ["logger=none", "snapshot_every=0", "seed=0"]
 YARDSTICK = ["layers=gatys", "loss=l2", "model=vgg19", "model.weights=caffe", "content_weight=1",
-             "style_weight=1e5", "tv_weight=0", f"image_size={SIZE}", "pair=tubingen_starry_night"]
+             "style_weight=1e5", "tv_weight=0", "pair=tubingen_starry_night"]
+
+
+def baseline_overrides(size: int) -> list[str]:
+    """The default optimiser and length, single-scale at ``size``."""
+    return ["optimizer=lbfgs", f"image_size={size}", "steps=150"]
 
 
 def candidate_overrides(spec: str) -> list[str]:
@@ -71,11 +75,11 @@ def run_job(overrides: list[str], job_dir: Path, threads: int) -> dict:
             "image": str(job_dir / "final.png"), "steps": summary["steps"], "final_loss": summary["final_loss"]}
 
 
-def yardstick(images: list[str]) -> list[dict[str, float]]:
+def yardstick(images: list[str], size: int = SIZE) -> list[dict[str, float]]:
     """Content, style and total distances of each image under the one fixed objective above."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        module = build_module(compose("train", overrides=YARDSTICK))
+        module = build_module(compose("train", overrides=[*YARDSTICK, f"image_size={size}"]))
     scores = []
     for path in images:
         image = to_tensor(load_image(path, "image"))
@@ -102,15 +106,15 @@ def side_by_side(paths: list[str], out: Path, height: int = 288) -> None:
     sheet.save(out, quality=88)
 
 
-def multiscale(candidates: list[str], threads: int, work: Path, sheet: Path | None = None) -> dict:
+def multiscale(candidates: list[str], threads: int, work: Path, sheet: Path | None = None, size: int = SIZE) -> dict:
     """Interleave the candidates around one baseline; ratios and yardsticks for each."""
     order = [("candidate", candidates[0]), ("baseline", None)] + [("candidate", c) for c in candidates[1:]]
     runs = []
     for index, (kind, spec) in enumerate(order):
-        overrides = BASELINE if spec is None else candidate_overrides(spec)
-        print(f"  {kind:9s} {spec or 'lbfgs 512 px x 150'} ...", flush=True)
+        overrides = baseline_overrides(size) if spec is None else candidate_overrides(spec)
+        print(f"  {kind:9s} {spec or f'lbfgs {size} px x 150'} ...", flush=True)
         runs.append({"kind": kind, "spec": spec, **run_job(overrides, work / f"run{index}", threads)})
-    for run, score in zip(runs, yardstick([r["image"] for r in runs])):
+    for run, score in zip(runs, yardstick([r["image"] for r in runs], size)):
         run["yardstick"] = score
     base = next(r for r in runs if r["kind"] == "baseline")
     for run in runs:
@@ -125,13 +129,14 @@ def multiscale(candidates: list[str], threads: int, work: Path, sheet: Path | No
     if sheet is not None:
         best = min((r for r in runs if r["kind"] == "candidate"), key=lambda r: r["yardstick"]["total"])
         side_by_side([base["image"], best["image"]], sheet)
-    return {"size": SIZE, "threads": threads, "yardstick_overrides": YARDSTICK, "runs": runs}
+    return {"size": size, "threads": threads, "yardstick_overrides": [*YARDSTICK, f"image_size={size}"], "runs": runs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="scales:steps_per_scale each")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--size", type=int, default=SIZE, help="long edge of the baseline and the yardstick")
     parser.add_argument("--sheet", default="", help="write baseline | best candidate here (JPEG)")
     parser.add_argument("--work", default="", help="keep the job dirs here (default: a temp dir)")
     parser.add_argument("--out", default="benchmark.json")
@@ -142,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nst-multiscale-") as temp:
         work = Path(args.work or temp).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        report["multiscale"] = multiscale(args.candidates, args.threads, work, sheet)
+        report["multiscale"] = multiscale(args.candidates, args.threads, work, sheet, args.size)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
 
