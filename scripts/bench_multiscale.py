@@ -44,6 +44,11 @@ YARDSTICK = ["layers=gatys", "loss=l2", "model=vgg19", "model.weights=caffe", "c
              "style_weight=1e5", "tv_weight=0", "pair=tubingen_starry_night"]
 
 
+def yardstick_overrides(size: int) -> list[str]:
+    """The one fixed objective every final image is scored by, at ``size``."""
+    return [*YARDSTICK, f"image_size={size}"]
+
+
 def baseline_overrides(size: int) -> list[str]:
     """The default optimiser and length, single-scale at ``size``."""
     return ["optimizer=lbfgs", f"image_size={size}", "steps=150"]
@@ -79,7 +84,7 @@ def yardstick(images: list[str], size: int = SIZE) -> list[dict[str, float]]:
     """Content, style and total distances of each image under the one fixed objective above."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        module = build_module(compose("train", overrides=[*YARDSTICK, f"image_size={size}"]))
+        module = build_module(compose("train", overrides=yardstick_overrides(size)))
     scores = []
     for path in images:
         image = to_tensor(load_image(path, "image"))
@@ -129,7 +134,7 @@ def multiscale(candidates: list[str], threads: int, work: Path, sheet: Path | No
     if sheet is not None:
         best = min((r for r in runs if r["kind"] == "candidate"), key=lambda r: r["yardstick"]["total"])
         side_by_side([base["image"], best["image"]], sheet)
-    return {"size": size, "threads": threads, "yardstick_overrides": [*YARDSTICK, f"image_size={size}"], "runs": runs}
+    return {"size": size, "threads": threads, "yardstick_overrides": yardstick_overrides(size), "runs": runs}
 
 
 def main() -> None:

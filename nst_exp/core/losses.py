@@ -108,6 +108,12 @@ class StyleLoss(nn.Module):
                    for (region, area), target, w in zip(regions, self.target, self.region_weights))
 
 
+def energy(target: Tensor) -> float:
+    """A target's energy, the sum of its squares (in float64: Grams of large images are big
+    sums): what ``StyleTransferLoss.rebalance`` compares between sizes."""
+    return float(target.double().square().sum())
+
+
 def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
     """Mean squared (l2) or absolute (l1) difference of neighbouring pixels, per image -> (B,).
 
@@ -194,7 +200,7 @@ class StyleTransferLoss(nn.Module):
         """Each layer's target energy (sum of squares): content F_l(c), style A_l."""
         targets = {**{f"content.{l}": m.target for l, m in self.content.items()},
                    **{f"style.{l}": m.target for l, m in self.style.items()}}
-        return {key: float(target.double().square().sum()) for key, target in targets.items()}
+        return {key: energy(target) for key, target in targets.items()}
 
     def rebalance(self, reference: Mapping[str, float], current: Mapping[str, float] | None = None) -> None:
         """Scale each term by ``reference`` / ``current`` target energy (default: this loss's own)."""

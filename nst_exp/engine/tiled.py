@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from nst_exp.core.losses import StyleTransferLoss
+from nst_exp.core.losses import StyleTransferLoss, energy
 from nst_exp.core.tiles import Box, crop, feather, paste, tile_grid, tiled_grams
 from nst_exp.engine.module import StyleTransferModule
 
@@ -111,8 +111,8 @@ def tiled_energies(module: StyleTransferModule, plan: TilePlan, grams: dict[str,
     content: dict[str, float] = {}
     for box in boxes:
         for name, feats in module.extractor(crop(module.content[:1], box), list(module.content_layers)).items():
-            content[name] = content.get(name, 0.0) + float(feats.double().square().sum()) / len(boxes)
-    return {**{f"style.{name}": float(gram.double().square().sum()) for name, gram in grams.items()},
+            content[name] = content.get(name, 0.0) + energy(feats) / len(boxes)
+    return {**{f"style.{name}": energy(gram) for name, gram in grams.items()},
             **{f"content.{name}": energy for name, energy in content.items()}}
 
 

@@ -45,8 +45,7 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
         raise ConfigError("layers.content=[] and layers.style=[]: both empty, nothing to optimise")
     min_edge, deepest = min_input_size(arch, [*content_layers, *style_layers])
     why = f" for layer {deepest} of {arch} (each pooling before it halves the size)"
-    content, style = load_pair(cfg.pair.content, style_paths(cfg)[0], cfg.image_size, cfg.get("style_scale"),
-                               cfg.get("max_image_pixels", 89_478_485), min_edge, why)
+    content, style = load_content_and_style(cfg, cfg.image_size, min_edge, why)
     controls = load_controls(cfg, content, style, min_edge, why)  # styles, blend, masks, colour
     log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
     extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
@@ -69,6 +68,12 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     )
 
 
+def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The content at long edge ``edge`` and the first style image for it (``style_scale``)."""
+    return load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
+                     cfg.get("max_image_pixels", 89_478_485), min_edge, why)
+
+
 def reference_images(cfg: DictConfig, content: torch.Tensor, min_edge: int, why: str
                      ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
     """Content and styles loaded as for a content of ``loss.reference_pixels`` px (same aspect),
@@ -78,8 +83,7 @@ def reference_images(cfg: DictConfig, content: torch.Tensor, min_edge: int, why:
         return None
     height, width = content.shape[-2:]
     edge = max(1, round(max(height, width) * math.sqrt(pixels / (height * width))))
-    reference, style = load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
-                                 cfg.get("max_image_pixels", 89_478_485), min_edge, why)
+    reference, style = load_content_and_style(cfg, edge, min_edge, why)
     return reference, load_styles(cfg, reference, style, min_edge, why)
 
 
