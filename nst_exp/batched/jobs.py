@@ -68,6 +68,8 @@ class ImageSlice:
     style_blend = property(lambda self: self.module.style_blend)
     masks = property(lambda self: self.module.masks)
     device = property(lambda self: self.module.device)
+    spec = property(lambda self: self.module.spec)
+    columns = property(lambda self: self.module.columns)
 
     def evaluate(self) -> dict[str, float]:
         """This image's clamped losses; the batch is evaluated once for all its jobs."""

@@ -26,10 +26,10 @@ from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ("loss", "content_loss", "style_loss", "tv_loss")
-# evals: cumulative loss+gradient evaluations (L-BFGS pays several per step, Adam one), so
-# optimisers can be compared per evaluation and per second, not only per step.
-CSV_FIELDS = ("step",) + METRIC_KEYS + ("wall_time_s", "evals")
+# After the objective's columns (loss, then <term>_loss for each term): evals, the cumulative
+# loss+gradient evaluations (L-BFGS pays several per step, Adam one), so optimisers can be
+# compared per evaluation and per second, not only per step.
+TRAILING_FIELDS = ("wall_time_s", "evals")
 
 
 class MetricsRecorder(pl.Callback):
@@ -42,6 +42,7 @@ class MetricsRecorder(pl.Callback):
         self.path = Path(output_dir) / "metrics.csv"
         self.every_n_steps = max(1, int(every_n_steps))
         self.rows: list[dict[str, float]] = []
+        self.columns: list[str] = []  # the objective's, set when training starts
         self._pending: list[tuple[int, float, int, torch.Tensor]] = []
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
@@ -56,14 +57,15 @@ class MetricsRecorder(pl.Callback):
         self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
         self._resumed_evals = int(self.rows[-1].get("evals", 0)) if self.rows else 0
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._start = time.perf_counter() - self._resumed_wall
+        self.columns = list(pl_module.columns)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         parts = pl_module.last_components
         if not parts:
             return
-        stacked = torch.stack([parts[key].sum() for key in METRIC_KEYS])
+        stacked = torch.stack([parts[key].sum() for key in self.columns])
         evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
         self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
         if trainer.global_step % self.every_n_steps == 0:
@@ -80,21 +82,21 @@ class MetricsRecorder(pl.Callback):
         if not self._pending:
             return
         values = torch.stack([v for *_, v in self._pending]).cpu().tolist()
-        new_rows = [{"step": step, **dict(zip(METRIC_KEYS, vals)), "wall_time_s": round(wall, 4), "evals": evals}
+        new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4), "evals": evals}
                     for (step, wall, evals, _), vals in zip(self._pending, values)]
         self._pending.clear()
         self.rows += new_rows
         self._write_csv()
         for row in new_rows:
             for logger in trainer.loggers:
-                logger.log_metrics({f"train/{k}": row[k] for k in METRIC_KEYS}, step=int(row["step"]))
+                logger.log_metrics({f"train/{k}": row[k] for k in self.columns}, step=int(row["step"]))
         last = new_rows[-1]
-        log.info("step %d  loss %.4g  content %.4g  style %.4g  tv %.4g", last["step"], last["loss"],
-                 last["content_loss"], last["style_loss"], last["tv_loss"])
+        log.info("step %d  %s", last["step"], "  ".join(f"{key.removesuffix('_loss')} {last[key]:.4g}"
+                                                      for key in self.columns))
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(buffer, fieldnames=["step", *self.columns, *TRAILING_FIELDS])
         writer.writeheader()
         writer.writerows(self.rows)
         with atomic_path(self.path) as tmp:
@@ -181,10 +183,9 @@ class RunSummary(pl.Callback):
         train_time = self._before["train_time_s"] + (self._train_end or time.perf_counter()) - self._train_start
         summary = {
             "status": self.status,
-            "final_loss": _finite(losses["loss"]),
-            "content_loss": _finite(losses["content_loss"]),
-            "style_loss": _finite(losses["style_loss"]),
-            "tv_loss": _finite(losses["tv_loss"]),
+            "final_loss": _finite(losses.pop("loss")),
+            **{key: _finite(value) for key, value in losses.items()},  # each term's <name>_loss
+            "terms": list(pl_module.spec.terms),
             "steps": steps,
             "wall_time_s": round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
             "train_time_s": round(train_time, 3),

@@ -39,23 +39,33 @@ def network_digest(extractor: torch.nn.Module) -> str:
     return _NETWORKS[extractor]
 
 
+def describe(factory: object) -> str:
+    """A term factory or optimiser partial as ``name[sorted keyword arguments]``."""
+    return f"{getattr(factory, 'func', factory).__qualname__}{sorted(getattr(factory, 'keywords', {}).items())}"
+
+
 def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[str, Any]:
     """What defines a run: resuming with any of it changed is an error."""
-    factory = module.optimizer_factory
+    spec = module.spec
     augment = {k: v for k, v in vars(module.augment).items() if isinstance(v, (bool, int, float, str))}
     return {
         "image": list(module.image.shape),
-        "content": _digest(module.content),
-        "style": _digest(module.style),
-        "controls": [[_digest(style) for style in module.styles[1:]], module.style_blend,
-                     _digest(module.masks),
-                     module.luminance_only],  # several styles, masks, color=luminance
+        "content": _digest(spec.content),
+        "style": _digest(spec.styles[0]),
+        "controls": [[_digest(style) for style in spec.styles[1:]], spec.style_blend,
+                     _digest(spec.masks), spec.luminance_only],  # several styles, masks, color=luminance
         "network": network_digest(module.extractor),
         "seed": seed,
-        "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
-        "layers": [dict(module.content_layers), dict(module.style_layers)],
-        "loss": str(sorted(module.loss_options.items())),
-        "optimizer": f"{getattr(factory, 'func', factory).__name__}{sorted(getattr(factory, 'keywords', {}).items())}",
+        "terms": {name: describe(factory) for name, factory in spec.terms.items()},
+        "weights": {name: weight.tolist() for name, weight in spec.weights.items()},
+        "layers": [dict(spec.content_layers), dict(spec.style_layers)],
+        "loss": f"{spec.options}, tv_space={spec.tv_space}, reference={_digest(*_reference(spec))}",
+        "optimizer": describe(module.optimizer_factory),
         "augment": f"{type(module.augment).__name__}{sorted(augment.items())}",
         "clamp": module.clamp,
     }
+
+
+def _reference(spec: Any) -> list[torch.Tensor | None]:
+    """The reference-size images (``loss.reference_pixels``), if the run rebalances."""
+    return [None] if spec.reference is None else [spec.reference[0], *spec.reference[1]]

@@ -34,7 +34,6 @@ from nst_exp.runtime.checkpoint import fingerprint
 log = logging.getLogger(__name__)
 CHECKPOINT = "tiles.ckpt"
 SAVE_EVERY_S = 30.0
-FIELDS = ("pass", "tile", "loss", "content_loss", "style_loss", "tv_loss", "wall_time_s")
 
 
 def tiled(cfg: DictConfig) -> bool:
@@ -53,8 +52,10 @@ def plan_of(cfg: DictConfig) -> TilePlan:
 class TileRecorder:
     """After each tile: metrics.csv, and now and then the checkpoint; after each pass a snapshot."""
 
-    def __init__(self, out: Path, state: dict[str, Any], snapshots: bool, wall_before: float = 0.0) -> None:
+    def __init__(self, out: Path, state: dict[str, Any], columns: list[str], snapshots: bool,
+                 wall_before: float = 0.0) -> None:
         self.out, self.state, self.snapshots = out, state, snapshots
+        self.fields = ["pass", "tile", *columns, "diverged", "wall_time_s"]
         self.start = time.perf_counter() - wall_before
         self.saved = time.perf_counter()
 
@@ -72,7 +73,7 @@ class TileRecorder:
 
     def write_csv(self, progress: TileProgress) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(progress.rows)
         with atomic_path(self.out / "metrics.csv") as tmp:
@@ -112,34 +113,35 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     state = {"fingerprint": str(fingerprint(module)), "plan": str(vars(plan)),
              "tiles_per_pass": [len(grid(plan, height, width, p)) for p in range(plan.passes)]}
     progress, wall_before = resume_state(cfg, module, state)
-    recorder = TileRecorder(out, state, int(cfg.get("snapshot_every", 0)) > 0, wall_before)
+    recorder = TileRecorder(out, state, module.columns, int(cfg.get("snapshot_every", 0)) > 0, wall_before)
     log.info("Tiled %dx%d: %s tiles per pass of %d px (overlap %d), %d steps each, %s",
              width, height, state["tiles_per_pass"], plan.tile, plan.overlap, plan.steps,
              "bf16" if plan.bf16 else "fp32")
     image, progress = run_tiles(module, plan, progress, on_tile=recorder)
     final = save_image(gaussian_denoise(image[0], float(cfg.get("denoise", 0.0))), out / "final.png")
-    summary = _summary(progress, state, plan, recorder.wall(), final, image)
+    summary = _summary(progress, state, plan, recorder.wall(), final, image, module.columns)
     write_json(out / "summary.json", summary)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return summary
 
 
 def _summary(progress: TileProgress, state: dict[str, Any], plan: TilePlan, wall: float, final: Path,
-             image: torch.Tensor) -> dict[str, Any]:
-    last_pass = [row for row in progress.rows if row["pass"] == plan.passes - 1]
+             image: torch.Tensor, columns: list[str]) -> dict[str, Any]:
+    last_pass = [row for row in progress.rows if row["pass"] == plan.passes - 1 and not row.get("diverged")]
 
-    def mean(key: str) -> float:
-        return sum(row[key] for row in last_pass) / max(1, len(last_pass))
+    def mean(key: str) -> float | None:
+        return sum(row[key] for row in last_pass) / len(last_pass) if last_pass else None
 
     steps = plan.steps * sum(state["tiles_per_pass"])
+    losses = {key: mean(key) for key in columns}
     return {
-        "status": "ok", "final_loss": mean("loss"), "content_loss": mean("content_loss"),
-        "style_loss": mean("style_loss"), "tv_loss": mean("tv_loss"),
+        "status": "ok", "final_loss": losses.pop("loss"), **losses,
         "loss_basis": "mean over the last pass's tiles, at the start of each tile's last step",
         "steps": steps, "wall_time_s": round(wall, 3), "train_time_s": round(wall, 3),
         "ms_per_step": round(1000 * wall / steps, 2), "precision": "bf16-mixed" if plan.bf16 else "32-true",
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "image": str(final.resolve()), "image_size": list(image.shape[-2:]),
         "tiles": {"tile_size": plan.tile, "overlap": plan.overlap, "passes": plan.passes,
-                  "steps_per_tile": plan.steps, "tiles_per_pass": state["tiles_per_pass"]},
+                  "steps_per_tile": plan.steps, "tiles_per_pass": state["tiles_per_pass"],
+                  "diverged": sum(int(row.get("diverged", 0)) for row in progress.rows)},
     }
