@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from nst_exp.core.layers import layer_weights
-from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.core.metrics import color_distance, ssim
+from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.core.weights import build_extractor
 from nst_exp.engine.module import StyleTransferModule
 

@@ -21,13 +21,14 @@ from typing import Any
 import pytorch_lightning as pl
 
 from nst_exp.core.images import to_pil
+from nst_exp.core.objective import column
 from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
 TABLE_KEY = "comparison"
-TABLE_FIGURES = ("final_loss", "content_loss", "style_loss", "tv_loss", *JUDGE_KEYS, "steps", "ms_per_step")
+TRAILING_FIGURES = (*JUDGE_KEYS, "steps", "ms_per_step")  # after final_loss and each term's loss
 
 
 class WandbOutputs(pl.Callback):
@@ -70,7 +71,7 @@ class WandbOutputs(pl.Callback):
             return wandb.Image(str(image), caption=caption(summary)) if has_image else None
 
         row = {"run": run.name, **self.overrides, "status": summary.get("status"), "final": final(),
-               **{key: summary.get(key) for key in TABLE_FIGURES}}
+               **{key: summary.get(key) for key in table_figures(summary)}}
         payload: dict[str, Any] = {TABLE_KEY: wandb.Table(columns=list(row), data=[list(row.values())])}
         if has_image:
             payload["final"] = final()
@@ -84,3 +85,8 @@ def caption(summary: dict[str, Any]) -> str:
         if isinstance(summary.get(key), (int, float)):
             parts.append(f"{label} {summary[key]:.4g}")
     return ", ".join(parts)
+
+
+def table_figures(summary: dict[str, Any]) -> list[str]:
+    """The comparison row's numbers: final_loss, each objective term's, the yardstick, the cost."""
+    return ["final_loss", *(column(name) for name in summary.get("terms") or []), *TRAILING_FIGURES]
