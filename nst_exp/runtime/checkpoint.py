@@ -45,6 +45,7 @@ from nst_exp.runtime.signals import Interrupted, StopRequest
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
+TILES_CHECKPOINT = "tiles.ckpt"  # a tiled run's (runtime/tiling.py)
 RESUME_MODES = ("auto", True, False)
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
 
@@ -58,9 +59,12 @@ def resume_mode(cfg: DictConfig) -> Any:
 
 
 def will_resume(cfg: DictConfig) -> bool:
-    """Whether this job continues a checkpoint (so nothing in its dir may be replaced): its own,
-    or in a batched sweep its batch's, which lives in the batch's first job dir."""
-    paths = [Path(cfg.paths.output_dir) / CHECKPOINT_NAME]
+    """Whether this job continues a checkpoint (so nothing in its dir may be replaced): its own
+    (a whole-image run's, a tiled run's, or one in a coarse-to-fine job's scale dirs), or in a
+    batched sweep its batch's, which lives in the batch's first job dir."""
+    job_dir = Path(cfg.paths.output_dir)
+    paths = [job_dir / CHECKPOINT_NAME, job_dir / TILES_CHECKPOINT,
+             *job_dir.glob(f"scale_*/{CHECKPOINT_NAME}"), *job_dir.glob(f"scale_*/{TILES_CHECKPOINT}")]
     if cfg.get("batch_checkpoint"):  # set by hydra/launcher=batched for every job of a batch
         paths.append(Path(cfg.batch_checkpoint))
     return resume_mode(cfg) is not False and any(path.exists() for path in paths)

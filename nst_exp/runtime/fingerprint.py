@@ -8,10 +8,12 @@ tree), weights and preprocessing (a digest of every parameter and buffer).
 from __future__ import annotations
 
 import hashlib
+import json
 import weakref
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.engine.module import StyleTransferModule
 
@@ -69,3 +71,19 @@ def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[st
 def _reference(spec: Any) -> list[torch.Tensor | None]:
     """The reference-size images (``loss.reference_pixels``), if the run rebalances."""
     return [None] if spec.reference is None else [spec.reference[0], *spec.reference[1]]
+
+
+# Where a run's files go, what it logs and how often, whether it resumes: none of it changes the
+# image. Callbacks only record and guard the run (as for a checkpoint's fingerprint above).
+RUN_LOCAL = ("paths", "logger", "callbacks", "tags", "resume", "log_every", "snapshot_every", "checkpoint_every")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A digest of everything in a resolved config that can change a run's result (where its
+    files go, how often it logs and whether it resumes cannot): what a coarse-to-fine job's
+    finished scales are checked against before they are reused."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    for key in RUN_LOCAL:
+        resolved.pop(key, None)
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -29,10 +29,11 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.tiled import TilePlan, TileProgress, grid, run_tiles
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.checkpoint import fingerprint
+from nst_exp.runtime.checkpoint import TILES_CHECKPOINT
+from nst_exp.runtime.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "tiles.ckpt"
+CHECKPOINT = TILES_CHECKPOINT
 SAVE_EVERY_S = 30.0
 
 
