@@ -33,13 +33,14 @@ from nst_exp.core.metrics import color_distance, ssim
 from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.core.weights import build_extractor
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 JUDGE_KEYS = ("judge_loss", "judge_content", "judge_style", "judge_ssim", "judge_color")
 _EXTRACTORS: dict[str, nn.Module] = {}  # one per network: a sweep's jobs in one process share it
 
 
-class JudgeScore(pl.Callback):
+class JudgeScore(SummaryPart, pl.Callback):
     """Add the ``JUDGE_KEYS`` scores of the final image to summary.json.
 
     RunSummary asks for them (``summary_fields``) when it writes the summary, so the order of

@@ -36,7 +36,6 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.core.files import atomic_path
-from nst_exp.engine.callbacks import MetricsRecorder
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import CheckpointError, ConfigError
@@ -198,12 +197,9 @@ class Checkpointing(pl.Callback):
             self.path.unlink(missing_ok=True)
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Flush pending metrics (their rows go into the checkpoint), then write it atomically."""
+        """Write the checkpoint atomically (MetricsRecorder flushes its pending rows into it)."""
         if self._saved_at == trainer.global_step and self.path.exists():
             return
-        for callback in trainer.callbacks:
-            if isinstance(callback, MetricsRecorder):
-                callback.flush(trainer)
         with atomic_path(self.path) as tmp:
             trainer.save_checkpoint(tmp, weights_only=False)  # the whole state (and no log line asking)
         self._saved_at = trainer.global_step
