@@ -40,7 +40,7 @@ from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import CheckpointError, ConfigError
 from nst_exp.runtime.fingerprint import fingerprint
-from nst_exp.runtime.signals import Interrupted, StopRequest
+from nst_exp.runtime.signals import Interrupted, defer_to_step_end, pending_signal, stop_at_once
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
@@ -154,10 +154,10 @@ class Checkpointing(pl.Callback):
         self._fingerprint = fingerprint(pl_module, self.seed)  # before Lightning moves it to the device
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        StopRequest.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
+        defer_to_step_end()  # a stop signal now waits for the step's end (a batch forwards this hook too)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # (not called after an exception: see there)
+        stop_at_once()  # (not called after an exception: see there)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         state, self._restored = self._restored, None
@@ -176,8 +176,9 @@ class Checkpointing(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Before the next step rather than after the last: every job of a batch has then seen
         # the last step's end (metrics, snapshots), and the state is that step's end.
-        if StopRequest.active and StopRequest.received is not None:  # every job of a batch saves in on_exception
-            raise Interrupted(f"stopped by {signal.Signals(StopRequest.received).name} after step "
+        received = pending_signal()
+        if received is not None:  # every job of a batch saves in on_exception
+            raise Interrupted(f"stopped by {signal.Signals(received).name} after step "
                               f"{trainer.global_step}; {self.path} continues it")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -188,7 +189,7 @@ class Checkpointing(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Both are raised only between steps, so the state is consistent; any other exception
         # may come mid-step, and the last periodic checkpoint stands.
-        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # a signal from now on stops at once
+        stop_at_once()  # a signal from now on stops at once
         if isinstance(exception, (SIGTERMException, Interrupted)):
             self.save(trainer)
 

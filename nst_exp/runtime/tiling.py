@@ -171,8 +171,10 @@ def _summary(progress: TileProgress, state: dict[str, Any], plan: TilePlan, wall
         return sum(row[key] for row in last_pass) / len(last_pass) if last_pass else None
 
     steps = plan.steps * sum(state["tiles_per_pass"])
-    return Summary(
-        status="ok", final_loss=mean("loss"), losses={column(name): mean(column(name)) for name in terms},
+    diverged = sum(int(row.get("diverged", 0)) for row in progress.rows)
+    return Summary(  # diverged: some tile blew up and was left out (the image kept what it had there)
+        status="diverged" if diverged else "ok", final_loss=mean("loss"),
+        losses={column(name): mean(column(name)) for name in terms},
         terms=list(terms), steps=steps, wall_time_s=round(wall, 3), train_time_s=round(wall, 3),
         ms_per_step=round(1000 * wall / steps, 2), precision="bf16-mixed" if plan.bf16 else "32-true",
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -180,4 +182,4 @@ def _summary(progress: TileProgress, state: dict[str, Any], plan: TilePlan, wall
         extra={"loss_basis": "mean over the last pass's tiles, at the start of each tile's last step",
                "tiles": {"tile_size": plan.tile, "overlap": plan.overlap, "passes": plan.passes,
                          "steps_per_tile": plan.steps, "tiles_per_pass": state["tiles_per_pass"],
-                         "diverged": sum(int(row.get("diverged", 0)) for row in progress.rows)}})
+                         "diverged": diverged}})
