@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,18 +32,18 @@ def finished_jobs(sweep: Path) -> dict[int, dict]:
             for job in sweep.iterdir() if job.name.isdigit()}
 
 
-def test_joblib_runs_four_jobs_on_two_workers_one_slot_each(tmp_path: Path) -> None:
-    plugin("hydra_joblib_launcher")
+def test_joblib_runs_four_jobs_two_at_a_time_each_in_its_own_slot(tmp_path: Path) -> None:
+    """Our process launcher (no joblib plugin needed): the launcher gives each running job a slot."""
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "style_weight=1e3,1e4,1e5,1e6",
                      *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = finished_jobs(sweep)
     assert sorted(jobs) == [0, 1, 2, 3] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
-    pins = [re.search(r"slot (\d) of 2, device cpu, (\d+) CPU thread", (sweep / str(n) / "train.log").read_text())
+    pins = [re.search(r"slot (\d) of 2: device cpu, (\d+) CPU thread", (sweep / str(n) / "train.log").read_text())
             for n in range(4)]
     assert all(pins), "every job logs its slot"
-    assert {int(p[1]) for p in pins} == {0, 1}  # two workers, each holding its own slot
+    assert {int(p[1]) for p in pins} == {0, 1}  # two running at once, each in its own slot
     assert {int(p[2]) for p in pins} == {max(1, devices.cpu_count() // 2)}
 
 
@@ -83,28 +82,53 @@ def test_optuna_search_of_three_trials_minimises_judge_loss_and_can_continue(tmp
     assert len(study.trials) == 4
 
 
-def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a 2-GPU box the second worker's jobs run on cuda:1 (simulated: no GPU here)."""
+def test_a_job_given_a_slot_gets_its_gpu_and_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 2-GPU box the job in slot 1 of 2 runs on cuda:1 (simulated: no GPU here)."""
     chosen: list[int] = []
+    threads: list[int] = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    monkeypatch.setattr(devices, "_slot", None)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    lock_dir = tmp_path / ".slots"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from nst_exp.runtime.devices import claim_slot; "
-                               f"print(claim_slot(Path({str(lock_dir)!r}), 2), flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "0"  # another worker holds slot 0
-        cfg = compose_cfg(*FAST, "trainer=default")
-        assert devices.assign(cfg, n_jobs=2, job_num=4, lock_dir=lock_dir)[:2] == (1, "cuda:1")
-        assert list(cfg.trainer.devices) == [1] and chosen == [1]
-    finally:
-        holder.communicate("")
-    monkeypatch.setattr(devices, "_slot", None)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(devices, "cpu_count", lambda: 8)
+    cfg = compose_cfg(*FAST, "trainer=default")
+    monkeypatch.setenv(devices.SLOT_ENV, "1/2")
+    devices.pin_job(cfg)
+    assert list(cfg.trainer.devices) == [1] and chosen == [1] and threads == [4]
     cpu_cfg = compose_cfg(*FAST)  # trainer=cpu: the job stays on the CPU whatever the slot
-    assert devices.assign(cpu_cfg, n_jobs=2, job_num=1, lock_dir=tmp_path / "other")[1] == "cpu"
+    assert devices.assign(cpu_cfg, slot=1, n_slots=2) == ("cpu", 4)
+    monkeypatch.delenv(devices.SLOT_ENV)
+    alone = compose_cfg(*FAST, "trainer=default")
+    devices.pin_job(alone)  # no slot given (a single run, SLURM, Ray): devices and threads untouched
+    assert alone == compose_cfg(*FAST, "trainer=default") and threads == [4, 4]
+
+
+def test_slot_env_is_what_pin_job_reads() -> None:
+    assert devices.job_slot(devices.slot_env(3, 4)) == (3, 4)
+    assert devices.job_slot({}) is None
+    with pytest.raises(ValueError, match="slot 4 is not one of 4"):
+        devices.slot_env(4, 4)
+
+
+def test_launcher_schemas_refuse_unknown_and_mistyped_keys() -> None:
+    """Each preset extends its plugin's ConfigStore schema, as Hydra's own launchers do."""
+    from hydra.errors import ConfigCompositionException
+
+    for launcher, field in (("joblib", "n_jobs"), ("batched", "max_batch")):
+        assert launcher_cfg(f"hydra/launcher={launcher}")[field] > 0  # the preset's value
+        with pytest.raises(ConfigCompositionException, match="nope"):
+            launcher_cfg(f"hydra/launcher={launcher}", f"hydra.launcher.{field}=nope")
+        with pytest.raises(ConfigCompositionException, match="typo"):
+            launcher_cfg(f"hydra/launcher={launcher}", "hydra.launcher.typo=1")
+
+
+def launcher_cfg(*overrides: str) -> Any:
+    """``hydra.launcher`` as composed for ``overrides`` (the schema checks run here)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True).hydra.launcher
 
 
 def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
