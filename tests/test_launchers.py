@@ -123,12 +123,36 @@ def test_launcher_schemas_refuse_unknown_and_mistyped_keys() -> None:
 
 def launcher_cfg(*overrides: str) -> Any:
     """``hydra.launcher`` as composed for ``overrides`` (the schema checks run here)."""
+    return with_hydra(*overrides).hydra.launcher
+
+
+def with_hydra(*overrides: str) -> Any:
+    """The config for ``overrides`` with its ``hydra`` node, as a launcher sees a job's."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True).hydra.launcher
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_batch_probe_resolves_a_job_config_against_its_own_hydra_node() -> None:
+    """The batched launcher groups jobs by their resolved configs without touching HydraConfig."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.nst_batched_launcher.batched_launcher import batch_probe
+    from nst_exp.batched.batch import batch_key
+
+    before = HydraConfig.instance().cfg
+    # gatys_fig3's content_weight reads ${hydra:runtime.choices.pair}; paths.output_dir the job's dir
+    probes = [batch_probe(with_hydra("experiment=gatys_fig3", f"pair={pair}", f"style_weight={weight}"))
+              for pair, weight in (("tubingen_starry_night", 1e3), ("tubingen_starry_night", 1e4),
+                                   ("tubingen_the_scream", 1e3))]
+    assert HydraConfig.instance().cfg is before
+    assert "hydra" not in probes[0] and probes[0].paths.output_dir == "<job dir>"
+    assert probes[0].content_weight == 8.0e-4 and probes[2].content_weight == 5.0e-3  # each its own pair
+    assert batch_key(probes[0]) == batch_key(probes[1])  # the style weight is batchable
+    assert batch_key(probes[0]) != batch_key(probes[2])  # another pair: another batch
 
 
 def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
