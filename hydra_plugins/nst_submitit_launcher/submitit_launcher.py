@@ -71,7 +71,10 @@ class _FailureContract:
     """
 
     cluster: str  # submitit's name for the executor: "slurm" or "local"
-    params: dict[str, Any]  # the launcher's config (Hydra's BaseSubmititLauncher keeps it)
+    # What Hydra's BaseSubmititLauncher keeps: the launcher's settings, and setup()'s arguments.
+    params: dict[str, Any]
+    config: Any
+    hydra_context: Any
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict[type, Singleton]) -> JobReturn:
