@@ -26,6 +26,7 @@ def test_hand_written_loops_compute_the_framework_loss(variant: str) -> None:
     image, loss = bench_workers.make_objective(cfg, features, recompute=variant == "naive")
     with torch.no_grad():
         ours = float(loss(image))
+    # rel 1e-5: the same float32 maths summed in another order (close on every CPU, not bit-identical).
     assert ours == pytest.approx(build_module(cfg).evaluate()["loss"], rel=1e-5)
 
 
@@ -38,6 +39,7 @@ def test_batched_loop_computes_the_batched_sweep_loss() -> None:
         ours = float(loss(image))
     jobs = [build_module(bench_workers.config(SPEC, "layers=gatys", f"style_weight={w}")).evaluate()["loss"]
             for w in weights]
+    # rel 1e-5: a batch of 2 against two batches of 1: other conv kernels, float32 rounding only.
     assert image.shape[0] == 2 and ours == pytest.approx(sum(jobs), rel=1e-5)
 
 

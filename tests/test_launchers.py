@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,18 +32,18 @@ def finished_jobs(sweep: Path) -> dict[int, dict]:
             for job in sweep.iterdir() if job.name.isdigit()}
 
 
-def test_joblib_runs_four_jobs_on_two_workers_one_slot_each(tmp_path: Path) -> None:
-    plugin("hydra_joblib_launcher")
+def test_joblib_runs_four_jobs_two_at_a_time_each_in_its_own_slot(tmp_path: Path) -> None:
+    """Our process launcher (no joblib plugin needed): the launcher gives each running job a slot."""
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "style_weight=1e3,1e4,1e5,1e6",
                      *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = finished_jobs(sweep)
     assert sorted(jobs) == [0, 1, 2, 3] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
-    pins = [re.search(r"slot (\d) of 2, device cpu, (\d+) CPU thread", (sweep / str(n) / "train.log").read_text())
+    pins = [re.search(r"slot (\d) of 2: device cpu, (\d+) CPU thread", (sweep / str(n) / "train.log").read_text())
             for n in range(4)]
     assert all(pins), "every job logs its slot"
-    assert {int(p[1]) for p in pins} == {0, 1}  # two workers, each holding its own slot
+    assert {int(p[1]) for p in pins} == {0, 1}  # two running at once, each in its own slot
     assert {int(p[2]) for p in pins} == {max(1, devices.cpu_count() // 2)}
 
 
@@ -83,62 +82,102 @@ def test_optuna_search_of_three_trials_minimises_judge_loss_and_can_continue(tmp
     assert len(study.trials) == 4
 
 
-def test_joblib_job_gets_the_gpu_of_its_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a 2-GPU box the second worker's jobs run on cuda:1 (simulated: no GPU here)."""
+def test_a_job_given_a_slot_gets_its_gpu_and_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 2-GPU box the job in slot 1 of 2 runs on cuda:1 (simulated: no GPU here)."""
     chosen: list[int] = []
+    threads: list[int] = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    monkeypatch.setattr(devices, "_slot", None)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    lock_dir = tmp_path / ".slots"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from nst_exp.runtime.devices import claim_slot; "
-                               f"print(claim_slot(Path({str(lock_dir)!r}), 2), flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "0"  # another worker holds slot 0
-        cfg = compose_cfg(*FAST, "trainer=default")
-        assert devices.assign(cfg, n_jobs=2, job_num=4, lock_dir=lock_dir)[:2] == (1, "cuda:1")
-        assert list(cfg.trainer.devices) == [1] and chosen == [1]
-    finally:
-        holder.communicate("")
-    monkeypatch.setattr(devices, "_slot", None)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(devices, "cpu_count", lambda: 8)
+    cfg = compose_cfg(*FAST, "trainer=default")
+    monkeypatch.setenv(devices.SLOT_ENV, "1/2")
+    devices.pin_job(cfg)
+    assert list(cfg.trainer.devices) == [1] and chosen == [1] and threads == [4]
     cpu_cfg = compose_cfg(*FAST)  # trainer=cpu: the job stays on the CPU whatever the slot
-    assert devices.assign(cpu_cfg, n_jobs=2, job_num=1, lock_dir=tmp_path / "other")[1] == "cpu"
+    assert devices.assign(cpu_cfg, slot=1, n_slots=2) == ("cpu", 4)
+    monkeypatch.delenv(devices.SLOT_ENV)
+    alone = compose_cfg(*FAST, "trainer=default")
+    devices.pin_job(alone)  # no slot given (a single run, SLURM, Ray): devices and threads untouched
+    assert alone == compose_cfg(*FAST, "trainer=default") and threads == [4, 4]
+
+
+def test_slot_env_is_what_pin_job_reads() -> None:
+    assert devices.job_slot(devices.slot_env(3, 4)) == (3, 4)
+    assert devices.job_slot({}) is None
+    with pytest.raises(ValueError, match="slot 4 is not one of 4"):
+        devices.slot_env(4, 4)
+
+
+def test_launcher_schemas_refuse_unknown_and_mistyped_keys() -> None:
+    """Each preset extends its plugin's ConfigStore schema, as Hydra's own launchers do."""
+    from hydra.errors import ConfigCompositionException
+
+    for launcher, field in (("joblib", "n_jobs"), ("batched", "max_batch")):
+        assert launcher_cfg(f"hydra/launcher={launcher}")[field] > 0  # the preset's value
+        with pytest.raises(ConfigCompositionException, match="nope"):
+            launcher_cfg(f"hydra/launcher={launcher}", f"hydra.launcher.{field}=nope")
+        with pytest.raises(ConfigCompositionException, match="typo"):
+            launcher_cfg(f"hydra/launcher={launcher}", "hydra.launcher.typo=1")
+
+
+def launcher_cfg(*overrides: str) -> Any:
+    """``hydra.launcher`` as composed for ``overrides`` (the schema checks run here)."""
+    return with_hydra(*overrides).hydra.launcher
+
+
+def with_hydra(*overrides: str) -> Any:
+    """The config for ``overrides`` with its ``hydra`` node, as a launcher sees a job's."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_batch_probe_resolves_a_job_config_against_its_own_hydra_node() -> None:
+    """The batched launcher groups jobs by their resolved configs without touching HydraConfig."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.nst_batched_launcher.batched_launcher import batch_probe
+    from nst_exp.batched.batch import batch_key
+
+    before = HydraConfig.instance().cfg
+    # gatys_fig3's content_weight reads ${hydra:runtime.choices.pair}; paths.output_dir the job's dir
+    probes = [batch_probe(with_hydra("experiment=gatys_fig3", f"pair={pair}", f"style_weight={weight}"))
+              for pair, weight in (("tubingen_starry_night", 1e3), ("tubingen_starry_night", 1e4),
+                                   ("tubingen_the_scream", 1e3))]
+    assert HydraConfig.instance().cfg is before
+    assert "hydra" not in probes[0] and probes[0].paths.output_dir == "<job dir>"
+    assert probes[0].content_weight == 8.0e-4 and probes[2].content_weight == 5.0e-3  # each its own pair
+    assert batch_key(probes[0]) == batch_key(probes[1])  # the style weight is batchable
+    assert batch_key(probes[0]) != batch_key(probes[2])  # another pair: another batch
 
 
 def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sbatch script submitit writes from nst_exp/conf/hydra/launcher/slurm.yaml (no cluster here:
-    a dummy `srun` on PATH lets submitit build it; the keys are mapped as the plugin maps them)."""
+    """The sbatch script submitit writes from nst_exp/conf/hydra/launcher/slurm.yaml, through the
+    launcher's own ``executor()`` (no cluster here: a dummy `srun` on PATH lets submitit build it)."""
     plugin("hydra_submitit_launcher")
-    import submitit
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra.utils import instantiate
 
     (tmp_path / "srun").write_text("#!/bin/sh\n")
     (tmp_path / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                          "hydra.launcher.timeout_min=30"], return_hydra_config=True)
-    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()
-                                  if key not in ("_target_", "submitit_folder", "name")})
-    script = executor._executor._make_submission_file_text("python -m nst_exp.train", "uid")
+    launcher = instantiate(launcher_cfg("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                        "hydra.launcher.timeout_min=30",
+                                        f"hydra.launcher.submitit_folder={tmp_path}/%j"))
+    script = launcher.executor()._executor._make_submission_file_text("python -m nst_exp.train", "uid")
     for line in ("--gpus-per-task=1", "--partition=gpu", "--time=30", "--signal=USR2@120", "--cpus-per-task=8",
                  "--ntasks-per-node=1", "--mem=32GB"):
         assert f"#SBATCH {line}" in script, script
 
 
-def test_ray_runs_two_jobs(tmp_path: Path) -> None:
+def test_ray_runs_two_jobs_on_a_local_ray_cluster(tmp_path: Path) -> None:
+    """A real Ray: the launcher starts a local cluster of 2 CPUs and runs each job as a Ray task.
+
+    Skips only where the ``ray`` extra is missing; .ci/run installs it, so CI runs this."""
     plugin("hydra_ray_launcher", extra="ray")
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "style_weight=1e4,1e5",
@@ -146,3 +185,5 @@ def test_ray_runs_two_jobs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = finished_jobs(sweep)
     assert sorted(jobs) == [0, 1] and all(s["status"] == "ok" and s["steps"] == 4 for s in jobs.values())
+    assert "Ray Launcher is launching 2 jobs" in result.stdout + result.stderr
+    assert "Started a local Ray instance" in result.stdout + result.stderr  # not a cluster found running

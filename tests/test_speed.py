@@ -55,6 +55,8 @@ def test_bf16_on_cpu_runs_adam_to_the_fp32_loss(tmp_path: Path) -> None:
         summaries[precision] = json.loads((out / "summary.json").read_text())
     assert summaries["bf16-mixed"]["precision"] == "bf16-mixed" and summaries["32-true"]["precision"] == "32-true"
     first = summaries["32-true"]["final_loss"]
+    # rel 0.05: bf16 keeps 8 bits of mantissa (AMX or emulated alike); 20 Adam steps land within
+    # a few percent of fp32, a broken autocast (no steps, NaN) far outside.
     assert summaries["bf16-mixed"]["final_loss"] == pytest.approx(first, rel=0.05)
     assert summaries["bf16-mixed"]["final_loss"] != first  # the steps really ran in bf16
 
@@ -74,7 +76,10 @@ def test_channels_last_on_cpu_gives_the_same_run(tmp_path: Path, optimizer: str)
         out = tmp_path / layout
         train(compose_cfg(*FAST, f"optimizer={optimizer}", f"channels_last={layout}", output_dir=out))
         losses[layout] = json.loads((out / "summary.json").read_text())["final_loss"]
-    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+    # rel 1e-3: NHWC and NCHW run other convolution kernels, whose rounding differs by CPU (AMX or
+    # not, oneDNN's choice); L-BFGS amplifies it: 1.2e-4 measured on a CI machine, < 1e-5 on another.
+    # A wrong layout (channels mixed up) is off by tens of percent.
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)
 
 
 def test_bad_channels_last_value_is_refused() -> None:
@@ -90,7 +95,9 @@ def test_compiled_extractor_gives_the_same_run(tmp_path: Path) -> None:
         out = tmp_path / compiled
         train(compose_cfg(*FAST, "optimizer=adam", f"compile={compiled}", output_dir=out))
         losses.append(json.loads((out / "summary.json").read_text())["final_loss"])
-    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    # rel 1e-3: inductor fuses and reorders the float sums (other kernels, as for channels_last),
+    # so the runs are close on every CPU, not bit-identical; a miscompiled extractor is off by far more.
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
 
 
 def test_deterministic_runs_skip_the_nan_fill_of_new_tensors(tmp_path: Path) -> None:

@@ -108,12 +108,3 @@ def test_twins_tell_post_from_pre_relu(state_path: tuple[dict[str, Tensor], Path
     ours, _ = preset_terms(module, image)
     theirs, _ = twin_terms(recipe_twins.yunjey, state, image, module.content, module.style)
     assert rel_error(ours["style"], theirs["style"]) > 0.01
-
-
-def test_report_measured_agreement(capsys: pytest.CaptureFixture[str]) -> None:
-    """Print the worst relative error per term and the gradient cosines (run with -s to see them)."""
-    for preset, values in sorted(MEASURED.items()):
-        worst = {t: max(v for k, v in values.items() if k.endswith(t)) for t in ("content", "style", "tv")}
-        cosines = [v for k, v in values.items() if k.endswith("cosine")]
-        print(f"{preset}: max rel error " + ", ".join(f"{t} {e:.1e}" for t, e in worst.items())
-              + f"; gradient cosine >= {min(cosines):.7f}")

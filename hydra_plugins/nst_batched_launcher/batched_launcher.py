@@ -12,17 +12,16 @@ its group runs the normal task, exactly as the basic launcher would run it.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.nst_process_launcher.base import SweepLauncher, job_config, job_dir
 
@@ -62,20 +61,12 @@ class BatchedLauncher(SweepLauncher):
         from nst_exp.batched.batch import batch_key
 
         groups: dict[str, list[int]] = {}
-        saved = HydraConfig.instance().cfg
         for index, config in enumerate(configs):
-            probe = copy.deepcopy(config)
-            with read_write(probe.hydra.runtime), open_dict(probe.hydra.runtime):
-                probe.hydra.runtime.output_dir = "<job dir>"  # same for all: only the maths may differ
-            HydraConfig.instance().set_config(probe)
-            with read_write(probe), open_dict(probe):
-                del probe["hydra"]
             try:
-                key = batch_key(probe)
+                key = batch_key(batch_probe(config))
             except Exception:
                 key = f"unbatchable-{index}"
             groups.setdefault(key, []).append(index)
-        HydraConfig.instance().cfg = saved
         return list(groups.values())
 
     def _run(self, config: DictConfig, task: Any) -> JobReturn:
@@ -157,3 +148,31 @@ def _job_log_files(job_dirs: list[Path]) -> list[logging.Handler]:
         root.addHandler(handler)
         handlers.append(handler)
     return handlers
+
+
+HYDRA_RESOLVER = re.compile(r"\$\{hydra:")
+
+
+def batch_probe(config: DictConfig) -> DictConfig:
+    """A job's config, resolved, without ``hydra``; its ``${hydra:...}`` values resolved against its own node.
+
+    Hydra's ``hydra:`` resolver reads the process-wide HydraConfig, which holds the sweep's config
+    here, not the job's; pointing the copy's interpolations at its own node (``${hydra.X}``)
+    resolves it without touching that state. Its output dir is the same for all: only the
+    maths may tell two jobs apart.
+    """
+    raw = OmegaConf.to_container(config, resolve=False)
+
+    def point_home(value: Any) -> Any:
+        if isinstance(value, str):
+            return HYDRA_RESOLVER.sub("${hydra.", value)
+        if isinstance(value, dict):
+            return {key: point_home(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [point_home(item) for item in value]
+        return value
+
+    probe = OmegaConf.create(point_home(raw))
+    probe.hydra.runtime.output_dir = "<job dir>"
+    return OmegaConf.create({key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                             for key, value in probe.items() if key != "hydra"})

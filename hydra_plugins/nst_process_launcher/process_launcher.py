@@ -17,7 +17,8 @@ the workers running on their own. Here:
 - a job's process gets SIGTERM when the launcher dies, even by ``kill -9`` (prctl), so no job
   outlives the sweep.
 
-Each job claims a device slot (nst_exp/runtime/devices.py) for its life, as a joblib worker did.
+Each running job holds a device slot of ``n_jobs`` (its GPU and share of the cores), given in its
+environment (nst_exp/runtime/devices.py).
 """
 
 from __future__ import annotations
@@ -56,29 +57,36 @@ log = logging.getLogger(__name__)
 class ProcessLauncher(SweepLauncher):
     """Run up to ``n_jobs`` sweep jobs at once, each in its own process (see the module docstring).
 
-    Keys of joblib's schema that only concern its pool (backend, prefer, ...) are accepted and unused.
+    Its settings: ``config.ProcessLauncherConf`` (``hydra/launcher=nst_process``); joblib's pool
+    keys (backend, prefer, ...) come with the ``joblib`` preset (see config.py) and are unused.
     """
 
-    def __init__(self, n_jobs: int = -1, **unused: Any) -> None:
+    def __init__(self, n_jobs: int = -1, **joblib_pool_keys: Any) -> None:
         super().__init__()
         self.n_jobs = int(n_jobs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from nst_exp.runtime.devices import slot_env  # not at import: plugin discovery stays fast (torch)
+
         sweep_dir = self.begin()
         n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
         log.info("Launching %d jobs, %d at a time, each in its own process", len(job_overrides), n_jobs)
         jobs = [Job(self._job_config(overrides, initial_job_idx + n), overrides)
                 for n, overrides in enumerate(job_overrides)]
         waiting, running = list(jobs), []
+        free_slots = list(range(n_jobs))  # a running job holds one: its GPU and share of the cores
         exchange = Path(tempfile.mkdtemp(prefix="nst-jobs-"))
         with forward_stop_signals(lambda: [job.process.pid for job in running if job.process.pid]) as signals:
             while running or (waiting and not signals):
-                while waiting and len(running) < n_jobs and not signals:
-                    running.append(waiting.pop(0).start(self.hydra_context, self.task_function, exchange))
+                while waiting and free_slots and not signals:
+                    slot = free_slots.pop(0)
+                    running.append(waiting.pop(0).start(self.hydra_context, self.task_function, exchange,
+                                                        slot_env(slot, n_jobs), slot))
                 wait([job.process.sentinel for job in running], timeout=1.0)
                 for job in [job for job in running if not job.process.is_alive()]:
                     running.remove(job)
                     job.finish()
+                    free_slots = sorted([*free_slots, job.slot])
         shutil.rmtree(exchange, ignore_errors=True)
         if signals:
             stopped(signals[0], len(jobs), len(waiting), str(sweep_dir))
@@ -97,10 +105,13 @@ class Job:
         self.dir = job_dir(config)
         self.process: Any = None
         self.result: JobReturn | None = None
+        self.slot = 0
         self._payload = Path()
 
-    def start(self, hydra_context: HydraContext, task_function: TaskFunction, exchange: Path) -> Job:
-        """Start the job's process; its inputs and its JobReturn pass through files in ``exchange``.
+    def start(self, hydra_context: HydraContext, task_function: TaskFunction, exchange: Path,
+              env: dict[str, str], slot: int) -> Job:
+        """Start the job's process with ``env`` added to its environment (its device slot, see
+        nst_exp/runtime/devices.py); its inputs and its JobReturn pass through files in ``exchange``.
 
         (Through files, not pipes: a payload larger than a pipe's buffer would hold the launcher
         until the child has imported torch, or the child until the launcher reads.)
@@ -111,7 +122,8 @@ class Job:
         self._payload.write_bytes(cloudpickle.dumps((hydra_context, self.config, Singleton.get_state())))
         log.info("\t#%d : %s", self.config.hydra.job.num, " ".join(filter_overrides(self.overrides)))
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared by fork
-        self.process = context.Process(target=_run_job, args=(str(self._payload), task, os.getpid()))
+        self.process = context.Process(target=_run_job, args=(str(self._payload), task, os.getpid(), env))
+        self.slot = slot
         self.process.start()
         return self
 
@@ -142,8 +154,8 @@ class Job:
         return result
 
 
-def _run_job(payload: str, task: tuple[str, str], parent: int) -> None:
-    """In the job's process: own process group, die with the launcher, run the job as Hydra would.
+def _run_job(payload: str, task: tuple[str, str], parent: int, env: dict[str, str]) -> None:
+    """In the job's process: own process group, die with the launcher, ``env`` set, run the job as Hydra would.
 
     The task function travels by name: under ``python -m nst_exp.train`` it lives in
     ``__main__``, which pickle cannot name, and spawn re-imports that module in the child;
@@ -153,6 +165,7 @@ def _run_job(payload: str, task: tuple[str, str], parent: int) -> None:
 
     os.setpgid(0, 0)
     die_with_parent(parent)
+    os.environ.update(env)  # this process is the job's alone (spawn): nothing else reads it
     module, name = task
     task_function = inspect.unwrap(getattr(importlib.import_module(module), name))
     hydra_context, config, singleton_state = cloudpickle.loads(Path(payload).read_bytes())

@@ -63,45 +63,63 @@ def job_status(job: JobReturn) -> str:
 
 
 class _FailureContract:
-    """Mixin for Hydra's BaseSubmititLauncher: the job side (``__call__``) and the sweep side (``launch``)."""
+    """Mixin for Hydra's BaseSubmititLauncher: the job side (``__call__``) and the sweep side (``launch``).
 
-    _EXECUTOR: str
+    The job side extends Hydra's (``super().__call__``). The sweep side submits the job array itself:
+    Hydra's ``launch`` reads the results in order, raises at the first job without one and keeps
+    the job handles to itself, so the later jobs could be neither waited for nor recorded.
+    """
+
+    cluster: str  # submitit's name for the executor: "slurm" or "local"
+    # What Hydra's BaseSubmititLauncher keeps: the launcher's settings, and setup()'s arguments.
     params: dict[str, Any]
+    config: Any
+    hydra_context: Any
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict[type, Singleton]) -> JobReturn:
         signal.signal(signal.SIGTERM, _stop_before_task)  # the task replaces it with its own
         result = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
-        status = job_status(result) if result.status == JobStatus.COMPLETED else f"failed: {result._return_value}"
+        try:
+            result.return_value  # noqa: B018 - raises the task's exception for a FAILED job
+            status = job_status(result)
+        except Exception as error:
+            status = f"failed: {error}"
         if status not in DONE:
             raise JobFailed(f"job {job_num}: {status}")
         return result
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Hydra's ``launch`` (same executor, parameters and logs), waiting for every job."""
+    def executor(self) -> Any:
+        """submitit's executor for this launcher's settings, each key passed as Hydra's plugin passes it:
+        the keys every queue has by their name, the others prefixed with the cluster's name."""
         import submitit
 
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
         init = {"folder": self.params["submitit_folder"]}
         if "max_num_timeout" in self.params:
-            init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+            init[f"{self.cluster}_max_num_timeout"] = self.params["max_num_timeout"]
+        executor = submitit.AutoExecutor(cluster=self.cluster, **init)
         queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{key if key in queue_keys else f"{self._EXECUTOR}_{key}": value
+        executor.update_parameters(**{key if key in queue_keys else f"{self.cluster}_{key}": value
                                       for key, value in self.params.items()
                                       if key not in ("submitit_folder", "max_num_timeout")})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Submit the sweep as one job array and wait for every job; see ``collect``."""
+        assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        log.info("Submitit '%s' sweep output dir: %s", self.cluster, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
         numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
         for number, overrides in zip(numbers, job_overrides):
-            log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
+            log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
         params = [(list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state())
                   for number, overrides in zip(numbers, job_overrides)]
-        jobs = executor.map_array(self, *zip(*params))
+        jobs = self.executor().map_array(self, *zip(*params))
         returns = collect(jobs, job_overrides, numbers)
         self.record_lost(jobs, job_overrides, numbers)
         return returns
@@ -145,12 +163,18 @@ def _result(job: Any, overrides: Sequence[str], number: int) -> JobReturn:
     else:
         log.error(f"job {number}: submitit job {job.job_id} ended without a result ({job.state}), "
                   f"see {job.paths.stderr}")
-    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+    lost = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    lost.return_value = math.nan
+    return lost
 
 
 if hydra_submitit is not None:
     class SlurmLauncher(_FailureContract, hydra_submitit.SlurmLauncher):
         """``hydra/launcher=slurm``."""
 
+        cluster = "slurm"
+
     class LocalLauncher(_FailureContract, hydra_submitit.LocalLauncher):
         """``hydra/launcher=submitit_local``: the same job and sweep code as local processes."""
+
+        cluster = "local"

@@ -1,31 +1,28 @@
 """One device and a fair share of CPU threads per job when a sweep runs jobs side by side.
 
-``hydra/launcher=joblib`` runs ``n_jobs`` jobs at once in loky worker processes. Each worker
-lives for the whole sweep and runs several jobs in turn, so a device picked from the job
-number could collide (job 0 still running on GPU 0 when job 2 starts there). Instead each
-worker claims a free *slot* from a pool of lock files under the sweep dir and keeps it for
-its life; slot ``i`` means GPU ``i`` and ``1/n_jobs`` of the CPU cores. The OS drops the lock
-when the worker exits, so a crashed worker frees its GPU.
+A launcher that runs ``n`` jobs at once on one machine (``hydra/launcher=joblib``:
+hydra_plugins/nst_process_launcher) gives each running job a *slot* ``i`` of ``n`` and says so
+in the job's environment, ``NST_DEVICE_SLOT=i/n``; no two running jobs hold the same slot. Slot
+``i`` means GPU ``i`` (modulo the GPUs there are) and ``1/n`` of the CPU cores. The job reads it
+in ``pin_job``; a job without the variable (a single run, SLURM, Ray, the batched launcher) keeps
+its devices: those launchers give every task its own GPU and cores, or run one job at a time.
 
-Only the joblib launcher needs this: SLURM (submitit) and Ray give every task its own GPU and cores.
+The variable is the whole contract: nothing here knows which launcher runs the job.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-from pathlib import Path
-from typing import IO
+from collections.abc import Mapping
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
 MAX_CPU_JOBS = 4  # more parallel CPU jobs than this mostly multiplies memory, not throughput
-_slot: tuple[Path, int, IO[str]] | None = None  # this process's claim: pool, slot, open lock file
+SLOT_ENV = "NST_DEVICE_SLOT"  # "i/n", set by the launcher in the job's process
 
 
 def cpu_count() -> int:
@@ -44,51 +41,37 @@ def gpus_per_job() -> int:
     return 1 if torch.cuda.device_count() > 0 else 0
 
 
-def claim_slot(lock_dir: Path, n_slots: int) -> int | None:
-    """Claim the first free slot in ``lock_dir`` for this process (kept until it exits).
+def slot_env(slot: int, n_slots: int) -> dict[str, str]:
+    """What a launcher puts in a job's environment to give it slot ``slot`` of ``n_slots``."""
+    if not 0 <= slot < n_slots:
+        raise ValueError(f"slot {slot} is not one of {n_slots} slots")
+    return {SLOT_ENV: f"{slot}/{n_slots}"}
 
-    Returns None when every slot is held, which only happens if the launcher runs more
-    workers than ``n_slots``; the caller then falls back to the job number.
-    """
-    global _slot
-    if _slot is not None and _slot[0] == lock_dir and _slot[1] < n_slots:
-        return _slot[1]
-    if _slot is not None:  # a claim in another pool (an earlier sweep in this process): let it go
-        _slot[2].close()
-        _slot = None
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    for index in range(n_slots):
-        handle = open(lock_dir / f"slot{index}.lock", "w")  # noqa: SIM115 - held open on purpose
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _slot = (lock_dir, index, handle)
-        return index
-    return None
+
+def job_slot(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """The (slot, n_slots) a launcher gave this job, or None (the job keeps its devices)."""
+    value = environ.get(SLOT_ENV)
+    if not value:
+        return None
+    slot, _, n_slots = value.partition("/")
+    return int(slot), int(n_slots)
 
 
 def pin_job(cfg: DictConfig) -> None:
-    """Give this joblib job its own GPU and CPU-thread share; a no-op for any other launcher."""
-    if not HydraConfig.initialized():
-        return
-    hydra = HydraConfig.get()
-    if not str(hydra.launcher.get("_target_", "")).endswith(("JoblibLauncher", "ProcessLauncher")):
-        return
-    n_jobs = int(hydra.launcher.n_jobs)
-    assign(cfg, n_jobs if n_jobs > 0 else cpu_count(), int(hydra.job.num), Path(hydra.sweep.dir) / ".slots")
+    """Give this job its slot's GPU and CPU-thread share when a launcher gave it a slot."""
+    given = job_slot(os.environ)
+    if given is not None:
+        assign(cfg, *given)
 
 
-def assign(cfg: DictConfig, n_jobs: int, job_num: int, lock_dir: Path) -> tuple[int, str, int]:
-    """Claim a slot, set torch's thread count and ``cfg.trainer.devices``; returns (slot, device, threads).
+def assign(cfg: DictConfig, slot: int, n_slots: int) -> tuple[str, int]:
+    """Set torch's thread count and ``cfg.trainer.devices`` for ``slot``; returns (device, threads).
 
-    The GPU goes into ``cfg.trainer.devices = [slot]`` rather than CUDA_VISIBLE_DEVICES: a
-    reused loky worker may already have initialised CUDA, after which the variable is ignored.
+    The GPU goes into ``cfg.trainer.devices = [slot]`` rather than CUDA_VISIBLE_DEVICES: CUDA may
+    already be initialised in this process (a resolver asked for the device count), after which
+    the variable is ignored.
     """
-    slot = claim_slot(lock_dir, n_jobs)
-    slot = job_num % n_jobs if slot is None else slot
-    threads = max(1, cpu_count() // n_jobs)
+    threads = max(1, cpu_count() // n_slots)
     torch.set_num_threads(threads)
     device = "cpu"
     gpus = torch.cuda.device_count()
@@ -96,5 +79,5 @@ def assign(cfg: DictConfig, n_jobs: int, job_num: int, lock_dir: Path) -> tuple[
         cfg.trainer.devices = [slot % gpus]
         torch.cuda.set_device(slot % gpus)
         device = f"cuda:{slot % gpus}"
-    log.info("Job %d: slot %d of %d, device %s, %d CPU thread(s)", job_num, slot, n_jobs, device, threads)
-    return slot, device, threads
+    log.info("Device slot %d of %d: device %s, %d CPU thread(s)", slot, n_slots, device, threads)
+    return device, threads
