@@ -135,7 +135,7 @@ class ImageLBFGS(PerImageControl, Optimizer):
             steps = {i: self._place(i, start[i], moves[i][0], t) for i, t in trials.items()}
             _, losses, grads = _evaluate(closure, param)
             pending = {}
-            for i, t in trials.items():
+            for i in trials:
                 # strong Wolfe needs the trial's slope g(x(t)).d; the projected search the step
                 # x(t) - x only (its sufficient-decrease slope is the start point's gradient)
                 sent = steps[i] if self.bounds is not None else grads[i].dot(moves[i][0])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.losses import StyleTransferLoss, energy
 from nst_exp.core.tiles import Box, crop, feather, paste, tile_grid, tiled_grams
 from nst_exp.engine.module import StyleTransferModule
@@ -126,13 +127,13 @@ def optimise_tile(module: StyleTransferModule, objective: nn.Module, start: Tens
             objective.content[name].target = target
     pixels = nn.Parameter(start.detach().clone().contiguous())
     optimizer = module.optimizer_factory([pixels])
-    quasi_newton = isinstance(optimizer, torch.optim.LBFGS)
+    lbfgs = quasi_newton(optimizer)  # clamp=auto: bounded to [0, 1] itself (core.lbfgs.image_lbfgs)
     weights = {name: float(getattr(module, f"{name}_weight")[0]) for name in ("content", "style", "tv")}
     last: dict[str, float] = {}
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        autocast = torch.autocast(pixels.device.type, dtype=torch.bfloat16) if plan.bf16 and not quasi_newton \
+        autocast = torch.autocast(pixels.device.type, dtype=torch.bfloat16) if plan.bf16 and not lbfgs \
             else contextlib.nullcontext()
         with autocast:
             parts = objective(module.extractor(pixels), pixels, with_tv=weights["tv"] != 0)
@@ -146,7 +147,7 @@ def optimise_tile(module: StyleTransferModule, objective: nn.Module, start: Tens
     for _ in range(plan.steps):
         last.clear()
         optimizer.step(closure)
-        if not quasi_newton:
+        if not lbfgs:
             with torch.no_grad():
                 pixels.clamp_(0, 1)
     return pixels.detach().clamp(0, 1), last

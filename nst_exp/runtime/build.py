@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
-from nst_exp.core.box_lbfgs import box_constrained
 from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
+from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.speed import native_bf16
@@ -58,7 +58,7 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     return StyleTransferModule(
         image=image, content=content, style=controls.style, extractor=extractor,
         content_layers=content_layers, style_layers=style_layers,
-        optimizer=box_constrained(instantiate(cfg.optimizer), cfg.clamp), weights=weights,
+        optimizer=image_lbfgs(instantiate(cfg.optimizer), cfg.clamp), weights=weights,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
         scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
