@@ -17,8 +17,9 @@ from test_train import check_job_dir, read_metrics
 from conftest import FAST, compose_cfg, run_cli
 from nst_exp.batched.batch import batch_key, train_batch
 from nst_exp.batched.jobs import Job, JobOptimizer, JobTrainer
-from nst_exp.batched.optim import BatchedAdam, BatchedLBFGS
+from nst_exp.batched.optim import BatchedAdam
 from nst_exp.batched.rules import check_batch
+from nst_exp.core.lbfgs import ImageLBFGS
 from nst_exp.engine.guards import reset_optimizer
 from nst_exp.engine.stopping import StopOnPlateau
 from nst_exp.errors import ConfigError
@@ -73,10 +74,11 @@ def test_batched_jobs_equal_sequential_runs(tmp_path: Path, optimizer: str) -> N
 
 
 @pytest.mark.slow  # two 64 px runs
-def test_batched_lbfgs_of_one_image_is_torch_lbfgs(tmp_path: Path) -> None:
-    """Same image, same kernels: the batched L-BFGS takes torch's steps to the last bit."""
+def test_batched_lbfgs_of_one_image_is_the_single_run(tmp_path: Path) -> None:
+    """Same image, same kernels: a batch of one takes the single run's steps to the last bit.
+    (Both run core.lbfgs.ImageLBFGS; its equality with torch's LBFGS: tests/test_lbfgs_reference.py.)"""
     # 64 px: at 32 px relu5_1 is a 1x1 map, whose 2-thread mkldnn conv backward is not reproducible
-    # clamp=end: torch's unconstrained LBFGS (clamp=auto runs nst_exp.core.box_lbfgs on both paths)
+    # clamp=end: the unbounded L-BFGS, torch's iterates
     overrides = ["style_weight=1e6", "tv_weight=10", "image_size=64", "clamp=end"]
     train(job_cfg("lbfgs", overrides, tmp_path / "torch"))
     cfg = job_cfg("lbfgs", overrides, tmp_path / "batched")
@@ -158,7 +160,7 @@ def _steps(opt: torch.optim.Optimizer, x: torch.nn.Parameter, weights: torch.Ten
 
 
 @pytest.mark.parametrize("make", [lambda p: BatchedAdam(p, lr=[0.05, 0.05]),
-                                  lambda p: BatchedLBFGS(p, lr=[1.0, 1.0], **LBFGS_ARGS)], ids=["adam", "lbfgs"])
+                                  lambda p: ImageLBFGS(p, lr=[1.0, 1.0], **LBFGS_ARGS)], ids=["adam", "lbfgs"])
 def test_reset_and_freeze_touch_one_image_only(make) -> None:
     """Image 1 restarts (fresh memory, lr x 0.1) then is frozen; image 0 never notices."""
     x0, weights = torch.rand(2, 2, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64), \
@@ -189,13 +191,13 @@ def test_batched_lbfgs_state_round_trip_continues_bit_for_bit() -> None:
     x0, weights = torch.rand(2, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64), \
         torch.tensor([1.0, 3.0], dtype=torch.float64)
     x = torch.nn.Parameter(x0.clone())
-    opt = BatchedLBFGS([x], lr=[1.0, 0.5], **LBFGS_ARGS)
+    opt = ImageLBFGS([x], lr=[1.0, 0.5], **LBFGS_ARGS)
     _steps(opt, x, weights, 3)
     opt.reset_image(1, 0.5)
     saved, at = copy.deepcopy(opt.state_dict()), x.detach().clone()
     _steps(opt, x, weights, 3)
     y = torch.nn.Parameter(at)
-    again = BatchedLBFGS([y], lr=[1.0, 1.0], **LBFGS_ARGS)
+    again = ImageLBFGS([y], lr=[1.0, 1.0], **LBFGS_ARGS)
     again.load_state_dict(saved)
     assert again.param_groups[0]["image_lr"] == [1.0, 0.25]
     _steps(again, y, weights, 3)

@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from conftest import FAST, compose_cfg
-from nst_exp.core.box_lbfgs import BoxLBFGS, armijo
+from nst_exp.core.lbfgs import ImageLBFGS
+from nst_exp.core.line_search import projected_backtracking
 from nst_exp.train import train
 
 ARGS = {"max_eval": 20, "history_size": 10, "line_search_fn": "strong_wolfe", "tolerance_grad": 0.0,
-        "tolerance_change": 0.0}
+        "tolerance_change": 0.0, "bounds": (0.0, 1.0)}
 
 
 def objective(x: Tensor, target: Tensor, weights: Tensor) -> Tensor:
@@ -27,9 +28,9 @@ def objective(x: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
 
 def optimise(x0: Tensor, target: Tensor, weights: Tensor, steps: int, **kwargs: object) -> tuple[Tensor, list[float]]:
-    """Run BoxLBFGS; assert every point it ever evaluates lies in [0, 1]."""
+    """Run the bounded ImageLBFGS; assert every point it ever evaluates lies in [0, 1]."""
     x = torch.nn.Parameter(x0.clone())
-    opt = BoxLBFGS([x], **{**ARGS, **kwargs})
+    opt = ImageLBFGS([x], **{**ARGS, **kwargs})
     seen = []
 
     def closure() -> Tensor:
@@ -89,14 +90,15 @@ def test_fixed_step_stays_in_the_box(problem: tuple[Tensor, ...]) -> None:
     assert float(x.min()) >= 0 and float(x.max()) <= 1
 
 
-def test_armijo_backtracks_then_accepts() -> None:
-    """f(t) = (t - 0.2)^2 - 0.04 from f(0) = 0 with slope -0.4: t = 1 is rejected, a shorter step taken."""
-    search = armijo(1.0, 0.0)
+def test_projected_backtracking_backtracks_then_accepts() -> None:
+    """f(t) = (t - 0.2)^2 - 0.04 along x(t) = t from f(0) = 0 with start gradient -0.4: t = 1 is
+    rejected, the quadratic's minimiser 0.2 (in [0.1, 0.5]) taken and accepted."""
+    search = projected_backtracking(1.0, 0.0, torch.tensor([-0.4], dtype=torch.float64))
     assert next(search) == 1.0
-    t = search.send((0.6, -0.4))  # f(1) = 0.6: worse
-    assert 0.1 <= t <= 0.5
+    t = search.send((0.6, torch.tensor([1.0], dtype=torch.float64)))  # f(1) = 0.6: worse
+    assert t == pytest.approx(0.2)
     with pytest.raises(StopIteration) as stop:
-        search.send(((t - 0.2) ** 2 - 0.04, -0.4 * t))
+        search.send(((t - 0.2) ** 2 - 0.04, torch.tensor([t], dtype=torch.float64)))
     assert stop.value.value == t
 
 
@@ -104,7 +106,7 @@ def test_resume_restores_the_history(problem: tuple[Tensor, ...]) -> None:
     """The per-image memory is optimiser state: a state_dict round trip continues bit for bit."""
     x0, target, weights = problem
     x = torch.nn.Parameter(x0.clone())
-    opt = BoxLBFGS([x], **ARGS)
+    opt = ImageLBFGS([x], **ARGS)
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -119,7 +121,7 @@ def test_resume_restores_the_history(problem: tuple[Tensor, ...]) -> None:
         opt.step(closure)
     expected = x.detach().clone()
     x.data.copy_(x_saved)
-    opt = BoxLBFGS([x], **ARGS)
+    opt = ImageLBFGS([x], **ARGS)
     opt.load_state_dict(saved)
     for _ in range(5):
         opt.step(closure)
@@ -148,12 +150,15 @@ def test_final_png_is_what_lbfgs_optimised(tmp_path: Path) -> None:
 
 
 def test_runs_use_the_box_unless_told_otherwise(tmp_path: Path) -> None:
-    """clamp=auto (the default) runs BoxLBFGS; every saved snapshot is already in [0, 1]."""
+    """clamp=auto (the default) runs the bounded ImageLBFGS; clamp=end/step its unbounded form
+    (torch's iterates, tests/test_lbfgs_reference.py); other optimisers are left alone."""
     from nst_exp.runtime.build import build_module
 
     module = build_module(compose_cfg(*FAST, "init=noise", "content_weight=0", output_dir=tmp_path))
-    assert isinstance(module.optimizer_factory([module.image]), BoxLBFGS)
-    module = build_module(compose_cfg(*FAST, "clamp=end", output_dir=tmp_path))
-    assert type(module.optimizer_factory([module.image])) is torch.optim.LBFGS
+    assert module.optimizer_factory([module.image]).bounds == (0.0, 1.0)
+    for clamp in ("end", "step"):
+        module = build_module(compose_cfg(*FAST, f"clamp={clamp}", output_dir=tmp_path))
+        optimizer = module.optimizer_factory([module.image])
+        assert isinstance(optimizer, ImageLBFGS) and optimizer.bounds is None
     module = build_module(compose_cfg(*FAST, "optimizer=adam", output_dir=tmp_path))
     assert isinstance(module.optimizer_factory([module.image]), torch.optim.Adam)

@@ -22,7 +22,7 @@ def test_gpu_trainer_precision_follows_the_optimizer(optimizer: str, precision: 
 
 def test_lbfgs_is_never_mixed_precision() -> None:
     assert precision_for("torch.optim.LBFGS", "16-mixed") == "32-true"
-    assert precision_for("nst_exp.batched.optim.BatchedLBFGS", "bf16-mixed") == "32-true"
+    assert precision_for("nst_exp.core.lbfgs.ImageLBFGS", "bf16-mixed") == "32-true"
     assert precision_for("torch.optim.Adam", "16-mixed") == "16-mixed"
 
 

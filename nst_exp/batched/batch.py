@@ -27,6 +27,7 @@ from nst_exp.batched.jobs import BatchCallbacks, Job
 from nst_exp.batched.resume import BatchResume, batch_checkpointing
 from nst_exp.batched.rules import BATCHED_OPTIMIZERS, check_batch
 from nst_exp.core.files import read_json
+from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer, objective_terms
@@ -66,10 +67,8 @@ def batched_optimizer(cfgs: Sequence[DictConfig]) -> Any:
     target = cfgs[0].optimizer._target_
     options = OmegaConf.to_container(cfgs[0].optimizer, resolve=True)
     assert isinstance(options, dict)
-    if target == "torch.optim.LBFGS" and cfgs[0].clamp == "auto":
-        target = "nst_exp.batched.box.BatchedBoxLBFGS"  # one state per image, as run alone
     options.update(_target_=BATCHED_OPTIMIZERS.get(target, target), lr=[float(cfg.optimizer.lr) for cfg in cfgs])
-    return instantiate(options)
+    return image_lbfgs(instantiate(options), cfgs[0].clamp)  # L-BFGS: one state per image, as run alone
 
 
 def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:

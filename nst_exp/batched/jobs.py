@@ -24,9 +24,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.optim import LBFGS
 
-from nst_exp.batched.optim import PerImageControl
+from nst_exp.core.lbfgs import quasi_newton
+from nst_exp.core.per_image import PerImageControl
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 
@@ -86,7 +86,7 @@ class JobOptimizer:
 
     @property
     def quasi_newton(self) -> bool:
-        return isinstance(self.optimizer, LBFGS)
+        return quasi_newton(self.optimizer)
 
     @property
     def lr(self) -> float:

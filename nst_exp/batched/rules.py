@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_exp.errors import ConfigError
 
 BATCHED_OPTIMIZERS = {"torch.optim.Adam": "nst_exp.batched.optim.BatchedAdam",
-                      "torch.optim.LBFGS": "nst_exp.batched.optim.BatchedLBFGS"}
+                      "torch.optim.LBFGS": "torch.optim.LBFGS"}  # per image: nst_exp.core.lbfgs.image_lbfgs
 
 
 def check_batch(cfgs: Sequence[DictConfig]) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.optim import LBFGS
 
+from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.summary import SummaryPart
 from nst_exp.errors import ConfigError
@@ -149,11 +149,6 @@ class DivergenceGuard(SummaryPart, pl.Callback):
         if self.events[-1]["action"] == "stop":
             fields["diverged_at_step"] = self.events[-1]["step"]
         return fields
-
-
-def quasi_newton(optimizer: Any) -> bool:
-    """L-BFGS (a torch LBFGS, or a batched job's handle on one) syncs every step anyway."""
-    return isinstance(optimizer, LBFGS) or bool(getattr(optimizer, "quasi_newton", False))
 
 
 def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:

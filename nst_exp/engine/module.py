@@ -13,13 +13,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.optim import LBFGS, Optimizer
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, IterableDataset
 
 from nst_exp.core.augment import NoAugment, Warp
 from nst_exp.core.color import luminance
 from nst_exp.core.features import VGGFeatures
+from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.objective import Objective, Seen, TermInputs, build_objective
 from nst_exp.engine.spec import ObjectiveSpec
 
@@ -163,7 +164,7 @@ class StyleTransferModule(pl.LightningModule):
             scheduler.step()
         self.last_components = first[0]  # the loss at the image this step started from
         self._log_losses(first[0])
-        # auto: L-BFGS is box-constrained itself (nst_exp.core.box_lbfgs); clamping it would corrupt its pairs
+        # auto: L-BFGS is box-constrained itself (nst_exp.core.lbfgs); clamping it would corrupt its pairs
         if self.clamp == "step" or (self.clamp == "auto" and not self._quasi_newton):
             with torch.no_grad():
                 self.image.clamp_(0, 1)
@@ -207,7 +208,7 @@ class StyleTransferModule(pl.LightningModule):
     @property
     def _quasi_newton(self) -> bool:
         optimizer = self.trainer.optimizers[0] if self._trainer is not None else None
-        return isinstance(optimizer, LBFGS)
+        return quasi_newton(optimizer)
 
     def on_train_end(self) -> None:
         with torch.no_grad():

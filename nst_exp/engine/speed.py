@@ -20,15 +20,16 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from nst_exp.core.lbfgs import quasi_newton
+
 log = logging.getLogger(__name__)
-FP32_ONLY = ("LBFGS",)  # optimisers (by class name suffix) that must see fp32 losses
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")  # the top-level ``precision`` knob
 
 
 def precision_for(optimizer_target: str, requested: str, accelerator: str = "auto") -> str:
     """``requested`` Lightning precision (``auto``: see ``native_bf16``), or ``32-true`` for
     optimisers that need fp32."""
-    if str(optimizer_target).endswith(FP32_ONLY):
+    if quasi_newton(str(optimizer_target)):  # its line search compares losses: fp32 only
         return "32-true"
     if requested == "auto":
         return "bf16-mixed" if native_bf16(accelerator) else "32-true"

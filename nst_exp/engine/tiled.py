@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.objective import Objective, Seen, balance_scales
 from nst_exp.core.tiles import Box, crop, feather, gram_target, paste, tile_grid, tiled_grams
 from nst_exp.engine.module import StyleTransferModule
@@ -134,9 +135,9 @@ def optimise_tile(module: StyleTransferModule, objective: Objective, start: Tens
     at the start of its last step (what the step improved on: no extra evaluation)."""
     pixels = nn.Parameter(start.detach().clone().contiguous())
     optimizer = module.optimizer_factory([pixels])
-    quasi_newton = isinstance(optimizer, torch.optim.LBFGS)
+    lbfgs = quasi_newton(optimizer)  # clamp=auto: bounded to [0, 1] itself (core.lbfgs.image_lbfgs)
     per_image = getattr(optimizer, "per_image_loss", False)
-    autocast = (lambda: torch.autocast(pixels.device.type, dtype=torch.bfloat16)) if plan.bf16 and not quasi_newton \
+    autocast = (lambda: torch.autocast(pixels.device.type, dtype=torch.bfloat16)) if plan.bf16 and not lbfgs \
         else contextlib.nullcontext
     last: dict[str, float] = {}
 
@@ -154,7 +155,7 @@ def optimise_tile(module: StyleTransferModule, objective: Objective, start: Tens
     for _ in range(plan.steps):
         last.clear()
         optimizer.step(closure)
-        if not quasi_newton:
+        if not lbfgs:
             with torch.no_grad():
                 pixels.clamp_(0, 1)
     return pixels.detach().clamp(0, 1), last

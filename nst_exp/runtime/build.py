@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
-from nst_exp.core.box_lbfgs import box_constrained
 from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
+from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.core.objective import LossOptions, TermFactory
 from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
@@ -47,7 +47,7 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
         image = with_chroma(image, spec.content) if spec.luminance_only else image
     return StyleTransferModule(
         image=image, spec=spec, extractor=extractor,
-        optimizer=box_constrained(instantiate(cfg.optimizer), cfg.clamp),
+        optimizer=image_lbfgs(instantiate(cfg.optimizer), cfg.clamp),
         augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
         scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
         grad_clip=cfg.get("grad_clip"),
