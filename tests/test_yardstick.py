@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,3 +155,22 @@ def test_optimized_metric_is_checked(overrides: list[str], message: str) -> None
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_cfg(*FAST, *overrides))
     check_config(compose_cfg(*FAST, "optimized_metric=judge_color"))
+
+
+def test_nst_score_prints_one_json_line_per_image_and_refuses_unreadable_files(tmp_path: Path) -> None:
+    """The command any tool's images can be scored with: the same numbers as a run's judge."""
+    photo, painting = IMAGES / "content" / "tubingen.jpg", IMAGES / "style" / "starry_night.jpg"
+    command = [sys.executable, "-m", "nst_exp.reporting.score", "--edge", str(EDGE), str(photo), str(painting)]
+    done = subprocess.run([*command, str(photo), str(painting), str(STYLIZED)], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(photo), str(painting), str(STYLIZED)]
+    assert lines[0]["judge_loss"] == pytest.approx(1.0) and lines[1]["judge_content"] == pytest.approx(1.0)
+    assert {k: v for k, v in lines[2].items() if k != "image"} == pytest.approx(default_score(), rel=1e-6)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    failed = subprocess.run([*command, str(photo), str(broken)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.startswith(f"error: IMAGE={str(broken)!r}: not a readable image")
+    assert failed.stderr.count("\n") == 1
