@@ -68,7 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         self.style_blend = list(style_blend or [1.0 / len(styles)] * len(styles))
         self.register_buffer("masks", masks, persistent=False)
         self.luminance_only = luminance_only
-        self.reference = reference  # content and styles at loss.reference_pixels: see reference_energies
+        self.reference = reference  # content and styles at loss.reference_edge: see reference_energies
         for name in ("content", "style", "tv"):
             self.register_buffer(f"{name}_weight", weights[name].float().reshape(-1), persistent=False)
         self.uses_tv = bool((weights["tv"] != 0).any())  # decided once, here: no device sync per step
@@ -102,14 +102,14 @@ class StyleTransferModule(pl.LightningModule):
 
     def reference_energies(self) -> dict[str, float]:
         """The target energies this run's objective has with its content and styles at the
-        reference size (``loss.reference_pixels``): the balance every size keeps."""
+        reference size (``loss.reference_edge``): the balance every size keeps."""
         assert self.reference is not None
         return self.objective_for(*self.reference).target_energies()
 
     def objective_options(self) -> dict:
         """The loss options as StyleTransferLoss takes them (``tv_space`` becomes a TV input)."""
         options = dict(self.loss_options)
-        options.pop("reference_pixels", None)  # the module rebalances (reference_energies)
+        options.pop("reference_edge", None)  # the module rebalances (reference_energies)
         if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
             options["tv_input"] = self.extractor.preprocess
         return options

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor
 
 from nst_exp.core.color import match_histogram, match_luminance, with_chroma
-from nst_exp.core.images import init_image, load_image, load_mask, load_style, to_tensor
+from nst_exp.core.images import init_image, load_image, load_mask, load_pair, load_style, to_tensor
+from nst_exp.core.yardstick import blend_weights
 
 
 @dataclass
@@ -41,11 +42,13 @@ def style_paths(cfg: DictConfig) -> list[str]:
 
 def style_blend(cfg: DictConfig, count: int) -> list[float]:
     """The blend weights of ``count`` styles, summing to 1 (validate.check_controls checked them)."""
-    blend = cfg.get("style_blend")
-    if blend is None:
-        return [1.0 / count] * count
-    weights = [float(blend), 1.0 - float(blend)] if isinstance(blend, (int, float)) else [float(b) for b in blend]
-    return [w / sum(weights) for w in weights]
+    return blend_weights(cfg.get("style_blend"), count)  # the yardstick weighs its paintings alike
+
+
+def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The content at long edge ``edge`` and the first style image for it (``style_scale``)."""
+    return load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
+                     cfg.get("max_image_pixels", 89_478_485), min_edge, why)
 
 
 def load_controls(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge: int = 1,
