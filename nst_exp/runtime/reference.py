@@ -48,7 +48,9 @@ def unstretched_edge(cfg: DictConfig) -> int:
     scale = cfg.get("style_scale")
     for path in style_paths(cfg):
         style_w, style_h = _size(path)
-        if scale == "content":  # stretched to the content's exact size
+        if scale == "content":  # stretched to the content's exact size (or its transpose)
+            if cfg.get("style_transpose"):
+                style_w, style_h = style_h, style_w
             limit = min(limit, math.floor(max(content_w, content_h) * min(style_w / content_w, style_h / content_h)))
         else:  # style long edge = content long edge * style_scale
             limit = min(limit, math.floor(max(style_w, style_h) / float(scale or 1.0)))
