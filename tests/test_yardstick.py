@@ -114,7 +114,8 @@ def test_a_blend_weighs_each_painting_by_its_weight() -> None:
     scorer = judge(*two)
     image = as_tensor(STYLIZED)
     blended = scorer.score(image)
-    yardstick, reference = Yardstick(EDGE), scorer._reference[1]  # the one this run's scores used
+    yardstick = Yardstick(EDGE)
+    reference = yardstick.reference(scorer.content, scorer.styles, 0.7)
     alone = [yardstick.score(image, replace(reference, paintings=[replace(p, weight=1.0)]))
              for p in reference.paintings]
     assert alone[0] == pytest.approx(default_score(), rel=1e-6)  # starry night alone: the default pair

@@ -12,8 +12,10 @@ objective (``optimized_metric``). ``nst-score`` scores any image on the same rul
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -44,15 +46,14 @@ class JudgeScore(pl.Callback):
         self.blend = style_blend
         self.edge, self.denoise, self.denoise_method = int(edge), float(denoise), denoise_method
         self._module: StyleTransferModule | None = None
-        self._reference: tuple[str, Reference] | None = None
 
     def score(self, image: torch.Tensor) -> dict[str, float | None]:
         """The yardstick's scores of ``image`` ((1, 3, H, W) in [0, 1]) as final.png saves it."""
-        yardstick = Yardstick(self.edge, image.device)
-        if self._reference is None or self._reference[0] != str(image.device):  # once per run and device
-            self._reference = (str(image.device), yardstick.reference(self.content, self.styles, self.blend))
+        blend = tuple(self.blend) if isinstance(self.blend, Sequence) else self.blend
+        files = tuple((path, _modified(path)) for path in (self.content, *self.styles))
+        reference = shared_reference(files, blend, self.edge, str(image.device))
         final = denoise(image.detach()[0].float().clamp(0, 1), self.denoise, self.denoise_method)
-        scores = yardstick.score(final[None], self._reference[1])
+        scores = Yardstick(self.edge, image.device).score(final[None], reference)
         return {key: value if math.isfinite(value) else None for key, value in scores.items()}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
@@ -65,6 +66,23 @@ class JudgeScore(pl.Callback):
         scores = self.score(self._module.image)
         log.info("Yardstick: %s", ", ".join(f"{key[6:]} {_short(value)}" for key, value in scores.items()))
         return scores
+
+
+@functools.lru_cache(maxsize=1)
+def shared_reference(files: tuple[tuple[str, int], ...], blend: float | tuple[float, ...] | None, edge: int,
+                     device: str) -> Reference:
+    """The photo and paintings at the yardstick's scale (three VGG passes), computed once for
+    the jobs of a sweep or batch in one process that share their pair. One entry, keyed by the
+    files' paths and modification times, so an edited file is read again; never written to."""
+    content, *styles = (path for path, _ in files)
+    return Yardstick(edge, device).reference(content, styles, blend)
+
+
+def _modified(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1  # the load reports the file's error
 
 
 def _short(value: float | None) -> str:
