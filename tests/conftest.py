@@ -22,8 +22,8 @@ register_resolvers()
 quiet_third_party()
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/ live here
 CONF_DIR = str(CONFIG_DIR)
-# Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it.
-FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none",
+# Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it; the yardstick at 64 px.
+FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none", "callbacks.judge.edge=64",
         "log_every=2", "snapshot_every=2"]
 
 

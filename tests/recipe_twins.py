@@ -12,12 +12,15 @@ Sources (read through the project's reference search; quoted as code, not copied
 - apache/mxnet example/neural-style/run.py (the lr 0.1 / remove-noise 0.2 version) with
   model_vgg19.py
 Each twin returns ``{"content", "style", "tv"}``: the recipe's *weighted* terms as scalars.
+``yunjey_images`` transcribes yunjey's image loading too (a transposed style shape hides there).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -153,6 +156,27 @@ def yunjey(state: dict[str, Tensor], x: Tensor, content: Tensor, style: Tensor) 
         f1, f3 = torch.mm(f1, f1.t()), torch.mm(f3, f3.t())
         style_loss += torch.mean((f1 - f3) ** 2) / (c * h * w)
     return {"content": content_loss, "style": 100 * style_loss, "tv": torch.zeros(())}
+
+
+def yunjey_load_image(image_path: str, max_size: int | None = None, shape: list[int] | None = None) -> Tensor:
+    """main.py's load_image, then its ToTensor (its Normalize is the twin's imagenet_normalize):
+    to ``max_size`` by the long side, the size truncated; then ``image.resize(shape)``, where
+    PIL reads the [H, W] it is given as (width, height)."""
+    image = Image.open(image_path)
+    if max_size:
+        scale = max_size / max(image.size)
+        size = np.array(image.size) * scale
+        image = image.resize(tuple(size.astype(int)), Image.Resampling.LANCZOS)  # ANTIALIAS = LANCZOS
+    if shape:
+        image = image.resize(tuple(shape), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def yunjey_images(content_path: str, style_path: str, max_size: int) -> tuple[Tensor, Tensor]:
+    """main(): the content at max_size, the style at shape=[content.size(2), content.size(3)]."""
+    content = yunjey_load_image(content_path, max_size=max_size)
+    style = yunjey_load_image(style_path, shape=[content.size(2), content.size(3)])
+    return content, style
 
 
 # --- MXNet neural-style ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 REQUIRED = {"gatys_fig1_content", "gatys_fig1_style", "gatys_fig3", "gatys_layer_ratio", "gatys_fig5",
             "gatys_fig6", "layer_visualization", "adam_vs_lbfgs", "l1_vs_l2", "augment_strength",
             "tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey"}
-PRESETS = {"tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey"}  # single runs
+PRESETS = {"tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey", "gatys_paper_sums"}  # single runs
 CUMULATIVE = [["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"][:n] for n in range(1, 6)]
 
 
@@ -75,7 +75,7 @@ def test_experiment_composes_and_checks(experiment: str) -> None:
             assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg" and cfg.model.normalize
             assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys", "tv_norm": "l2",
                                       "tv_space": "pixels", "normalize_gradients": False,
-                                      "reference_pixels": 512 * 512}
+                                      "reference_edge": None if experiment == "gatys_paper_sums" else 512}
             assert cfg.clamp == "auto"  # box-constrained L-BFGS
             assert not cfg.layers.style_weights and not cfg.layers.content_weights
             assert cfg.optimizer._target_ == "torch.optim.LBFGS"

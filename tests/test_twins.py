@@ -21,6 +21,7 @@ from conftest import compose_cfg
 from nst_exp.core import weights as W
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_module
+from nst_exp.runtime.controls import style_paths
 
 RTOL, MIN_COSINE = 1e-4, 0.9999
 Twin = Callable[[dict[str, Tensor], Tensor, Tensor, Tensor], dict[str, Tensor]]
@@ -34,6 +35,9 @@ CASES: dict[str, tuple[Twin, bool]] = {
     "yunjey": (recipe_twins.yunjey, False),
     "mxnet_neural_style": (recipe_twins.mxnet, True),
 }
+# preset -> its source's own image loading (content path, style path, size): the twin is fed
+# what the source would load, so a loader that differs from the preset's fails the terms too.
+LOADERS = {"yunjey": recipe_twins.yunjey_images}
 MEASURED: dict[str, dict[str, float]] = {}
 
 
@@ -82,8 +86,10 @@ def test_preset_matches_its_recipe(preset: str, state_path: tuple[dict[str, Tens
                       "logger=none")
     module = build_module(cfg)
     content, style = module.content, module.style
+    if preset in LOADERS:
+        content, style = LOADERS[preset](cfg.pair.content, style_paths(cfg)[0], cfg.image_size)
     noise = torch.rand(content.shape, generator=torch.Generator().manual_seed(1))
-    images = {"content": content, "perturbed": (content + 0.2 * (noise - 0.5)).clamp(0, 1)}
+    images = {"content": module.content, "perturbed": (module.content + 0.2 * (noise - 0.5)).clamp(0, 1)}
     for where, image in images.items():
         ours, our_grad = preset_terms(module, image)
         theirs, their_grad = twin_terms(twin, state, image, content, style)
@@ -108,3 +114,29 @@ def test_twins_tell_post_from_pre_relu(state_path: tuple[dict[str, Tensor], Path
     ours, _ = preset_terms(module, image)
     theirs, _ = twin_terms(recipe_twins.yunjey, state, image, module.content, module.style)
     assert rel_error(ours["style"], theirs["style"]) > 0.01
+
+
+def test_yunjey_loads_its_images_as_its_source() -> None:
+    """The preset's loader against a transcription of yunjey's load_image: the style gets the
+    photo's shape transposed (64x48 px photo: 48 px wide, 64 px tall painting), and the pixels
+    are the same Lanczos resizes of the same files (bit-identical: one PIL call each)."""
+    cfg = compose_cfg("experiment=yunjey", "model.weights=random", "image_size=64", "trainer=cpu", "logger=none")
+    module = build_module(cfg)
+    content, style = recipe_twins.yunjey_images(cfg.pair.content, style_paths(cfg)[0], 64)
+    assert tuple(content.shape[-2:]) == (48, 64) and tuple(style.shape[-2:]) == (64, 48)
+    assert torch.equal(module.content, content) and torch.equal(module.style, style)
+
+
+def test_twins_see_a_style_loaded_another_way(state_path: tuple[dict[str, Tensor], Path]) -> None:
+    """The harness can fail on loading: the style stretched to the photo's own shape (what the
+    preset used to do) gives another style term than yunjey's transposed one: measured 2.7e-3
+    relative on the random net (its features are nearly isotropic, so the stretch's direction
+    matters little to a Gram), 27x the RTOL every preset must meet."""
+    state, path = state_path
+    cfg = compose_cfg("experiment=yunjey", f"model.weights={path}", "image_size=64", "trainer=cpu", "logger=none",
+                      "style_transpose=false")
+    module = build_module(cfg)
+    content, style = recipe_twins.yunjey_images(cfg.pair.content, style_paths(cfg)[0], cfg.image_size)
+    ours, _ = preset_terms(module, module.content)
+    theirs, _ = twin_terms(recipe_twins.yunjey, state, module.content, content, style)
+    assert rel_error(ours["style"], theirs["style"]) > 10 * RTOL

@@ -86,7 +86,7 @@ def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
 
 def load_pair(content: str, style: str, image_size: int, style_scale: float | str | None = None,
               max_pixels: int | None = Image.MAX_IMAGE_PIXELS, min_edge: int = 1,
-              why: str = "") -> tuple[Tensor, Tensor]:
+              why: str = "", transpose: bool = False) -> tuple[Tensor, Tensor]:
     """Content at ``image_size`` long edge; style at the content's long edge times ``style_scale``,
     or, with ``style_scale="content"``, stretched to the content's exact size (yunjey, mxnet and
     d2l do so, and their Gram normalisations assume it).
@@ -97,19 +97,23 @@ def load_pair(content: str, style: str, image_size: int, style_scale: float | st
     Image.MAX_IMAGE_PIXELS = max_pixels
     content_img = _load_resized(content, "pair.content", image_size, min_edge, why,
                                 f" after resizing to image_size={image_size}")
-    return to_tensor(content_img), load_style(style, "pair.style", content_img.size[::-1], style_scale, min_edge, why)
+    return to_tensor(content_img), load_style(style, "pair.style", content_img.size[::-1], style_scale, min_edge, why,
+                                              transpose)
 
 
 def load_style(path: str, field: str, content_size: tuple[int, int], style_scale: float | str | None = None,
-               min_edge: int = 1, why: str = "") -> Tensor:
+               min_edge: int = 1, why: str = "", transpose: bool = False) -> Tensor:
     """A style image for a content image of ``content_size`` (H, W), checked as in load_pair.
 
     Its long edge is the content's times ``style_scale``; ``"content"`` resizes it to the
-    content's exact size (recipes that stretch the painting to the photo).
+    content's exact size (recipes that stretch the painting to the photo), or with
+    ``transpose`` to that size with height and width swapped: yunjey's ``load_image(style,
+    shape=[H, W])`` hands [H, W] to PIL's ``resize``, which reads it as (width, height).
     """
     if style_scale == "content":
         source = check_size(load_image(path, field), field, path, min_edge, why)
-        return to_tensor(source.resize((content_size[1], content_size[0]), Image.Resampling.LANCZOS))
+        size = content_size if transpose else (content_size[1], content_size[0])  # PIL: (W, H)
+        return to_tensor(source.resize(size, Image.Resampling.LANCZOS))
     style_edge = max(1, round(max(content_size) * float(style_scale or 1.0)))
     return to_tensor(_load_resized(path, field, style_edge, min_edge, why,
                                    f" after resizing to a {style_edge} px long edge"))

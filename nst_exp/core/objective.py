@@ -229,7 +229,7 @@ class Objective(nn.Module):
         parts["loss"] = sum(parts.values(), zero)
         return parts
 
-    # --- the size-invariant balance (loss.reference_pixels) --------------------------------
+    # --- the size-invariant balance (loss.reference_edge) --------------------------------
     def energies(self) -> dict[str, float]:
         """``{"<term>.<layer>": energy}`` of every term's targets."""
         return {f"{name}.{key}": value for name, term in self.terms.items() for key, value in term.energies().items()}

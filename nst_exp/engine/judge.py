@@ -1,103 +1,89 @@
-"""The yardstick: every run's final image scored the same way, whatever the run optimised.
+"""Every run's final image scored on one ruler, whatever the run optimised (summary.json's judge_*).
 
-A run's own ``final_loss`` cannot rank a sweep: it is measured with the run's own weights and
-layers, so lowering style_weight "wins". ``JudgeScore`` re-scores the final image under fixed
-choices instead, and RunSummary writes the scores into summary.json (then W&B's summary, the
-report, and Optuna's objective through ``optimized_metric``):
-
-    judge_content  content distance at relu4_2 (L2, mean)                        lower is better
-    judge_style    mean Gram distance over relu1_1..relu5_1 (L2, Gram / CHW)      lower is better
-    judge_loss     judge_content_weight * judge_content + judge_style_weight * judge_style
-                   (the shipped default's trade-off: 1 and 1e5)                   lower is better
-    judge_ssim     SSIM to the content photo (structure kept, 1 = identical)      higher is better
-    judge_color    colour-histogram distance to the painting (EMD, 0..1)          lower is better
-
-The network is the run's weights file with max pooling and a fixed seed (model.weights=random:
-the same random net for every job), so runs that differ only in loss weights, layers, optimiser,
-init or augmentation are scored by one and the same net. A sweep over ``model.*`` changes the
-net too: compare such runs by judge_ssim and judge_color, which need no network.
+A run's own ``final_loss`` cannot rank a sweep: it is measured with the run's own network,
+layers, weights and size, so lowering style_weight "wins". ``JudgeScore`` scores final.png's
+pixels with the impartial yardstick of ``nst_exp.core.yardstick`` instead: a fixed network
+(the bundled VGG19, max pooling), a fixed scale (``edge``), the original photo and painting
+files (blend-weighted), and a style measure no preset optimises (sliced Wasserstein). No
+``model.*``, ``image_size``, ``scales``, ``style_scale``, ``color`` or loss setting reaches it.
+RunSummary writes the scores into summary.json, then W&B's summary, the report, and Optuna's
+objective (``optimized_metric``). ``nst-score`` scores any image on the same ruler.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from typing import Any
+import os
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 
-from nst_exp.core.layers import layer_weights
-from nst_exp.core.metrics import color_distance, ssim
-from nst_exp.core.objective import LossOptions, Seen, from_features
-from nst_exp.core.weights import build_extractor
+from nst_exp.core.denoise import denoise
+from nst_exp.core.yardstick import EDGE, SCORE_KEYS, Reference, Yardstick
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
-JUDGE_KEYS = ("judge_loss", "judge_content", "judge_style", "judge_ssim", "judge_color")
-_EXTRACTORS: dict[str, nn.Module] = {}  # one per network: a sweep's jobs in one process share it
+JUDGE_KEYS = SCORE_KEYS
 
 
 class JudgeScore(SummaryPart, pl.Callback):
     """Add the ``JUDGE_KEYS`` scores of the final image to summary.json.
 
-    RunSummary asks for them (``summary_fields``) when it writes the summary, so the order of
-    the callbacks does not matter and the file is written once.
+    ``content``/``style``/``style_blend`` are the run's *files* (``pair.content``,
+    ``pair.style``, ``style_blend``), read at the yardstick's own size. ``denoise`` and
+    ``denoise_method`` are final.png's, so the score is that of the file the user gets.
+    RunSummary asks for the scores (``summary_fields``) when it writes the summary, so the
+    order of the callbacks does not matter.
     """
 
-    def __init__(self, model: dict[str, Any], content_layers: list[str],
-                 style_layers: list[str], content_weight: float = 1.0, style_weight: float = 1.0e5,
-                 loss: dict[str, str] | None = None, pooling: str = "max", seed: int = 0) -> None:
-        self.model = {**dict(model), "pooling": pooling, "seed": int(seed)}
-        self.content_layers = layer_weights(self.model["arch"], list(content_layers), None, "judge content_layers")
-        self.style_layers = layer_weights(self.model["arch"], list(style_layers), None, "judge style_layers")
-        self.content_weight, self.style_weight = float(content_weight), float(style_weight)
-        self.loss = dict(loss or {"norm": "l2", "reduction": "mean", "gram_norm": "chw"})
+    def __init__(self, content: str, style: str | Sequence[str], style_blend: float | Sequence[float] | None = None,
+                 edge: int = EDGE, denoise: float = 0.0, denoise_method: str = "gaussian") -> None:
+        self.content = str(content)
+        self.styles = [str(style)] if isinstance(style, str) else [str(s) for s in style]
+        self.blend = style_blend
+        self.edge, self.denoise, self.denoise_method = int(edge), float(denoise), denoise_method
         self._module: StyleTransferModule | None = None
 
-    def extractor(self, device: torch.device) -> nn.Module:
-        """The judge's network, built once per process (Caffe weights are decoded once anyway)."""
-        layers = [*self.content_layers, *self.style_layers]
-        key = repr((sorted(self.model.items()), layers))
-        if key not in _EXTRACTORS:
-            options = {k: v for k, v in self.model.items() if k != "_target_"}  # always build_extractor
-            _EXTRACTORS[key] = build_extractor(**options, layers=layers)
-        return _EXTRACTORS[key].to(device)
-
-    @torch.no_grad()
-    def score(self, module: StyleTransferModule) -> dict[str, float | None]:
-        """The yardstick's scores of the module's (clamped, first) image, in fp32; several styles
-        are blended and placed (masks) as the run has them."""
-        extractor = self.extractor(module.device)
-        content, style = module.content[:1].float(), module.style.float()
-        image = module.image.detach()[:1].float().clamp(0, 1)
-        styles = [extractor(s.float(), list(self.style_layers)) for s in module.styles]
-        objective = from_features(extractor(content, list(self.content_layers)), styles,
-                                  self.content_layers, self.style_layers, LossOptions(**self.loss),
-                                  weights={"tv": 0.0}, style_blend=module.style_blend, masks=module.masks)
-        parts = objective(Seen(extractor(image), image, image))
-        raw = {"content": float(parts["content_loss"].sum()), "style": float(parts["style_loss"].sum())}
-        scores = {
-            "judge_loss": self.content_weight * raw["content"] + self.style_weight * raw["style"],
-            "judge_content": raw["content"],
-            "judge_style": raw["style"],
-            "judge_ssim": float(ssim(image, content).sum()),
-            "judge_color": float(color_distance(image, style[:1]).sum()),
-        }
+    def score(self, image: torch.Tensor) -> dict[str, float | None]:
+        """The yardstick's scores of ``image`` ((1, 3, H, W) in [0, 1]) as final.png saves it."""
+        blend = tuple(self.blend) if isinstance(self.blend, Sequence) else self.blend
+        files = tuple((path, _modified(path)) for path in (self.content, *self.styles))
+        reference = shared_reference(files, blend, self.edge, str(image.device))
+        final = denoise(image.detach()[0].float().clamp(0, 1), self.denoise, self.denoise_method)
+        scores = Yardstick(self.edge, image.device).score(final[None], reference)
         return {key: value if math.isfinite(value) else None for key, value in scores.items()}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._module = pl_module
 
     def summary_fields(self) -> dict[str, float | None]:
-        """What RunSummary adds to summary.json: the judge's scores of the current image."""
+        """What RunSummary adds to summary.json: the yardstick's scores of the current image."""
         if self._module is None:
             return {}
-        scores = self.score(self._module)
+        scores = self.score(self._module.image)
         log.info("Yardstick: %s", ", ".join(f"{key[6:]} {_short(value)}" for key, value in scores.items()))
         return scores
+
+
+@functools.lru_cache(maxsize=1)
+def shared_reference(files: tuple[tuple[str, int], ...], blend: float | tuple[float, ...] | None, edge: int,
+                     device: str) -> Reference:
+    """The photo and paintings at the yardstick's scale (three VGG passes), computed once for
+    the jobs of a sweep or batch in one process that share their pair. One entry, keyed by the
+    files' paths and modification times, so an edited file is read again; never written to."""
+    content, *styles = (path for path, _ in files)
+    return Yardstick(edge, device).reference(content, styles, blend)
+
+
+def _modified(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1  # the load reports the file's error
 
 
 def _short(value: float | None) -> str:

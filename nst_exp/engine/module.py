@@ -116,7 +116,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def reference_energies(self) -> dict[str, float]:
         """The target energies this run's objective has with its content and styles at the
-        reference size (``loss.reference_pixels``): the balance every size keeps."""
+        reference size (``loss.reference_edge``): the balance every size keeps."""
         assert self.spec.reference is not None
         return self.objective_for(*self.spec.reference).energies()
 

@@ -20,7 +20,7 @@ class ObjectiveSpec:
     """The objective's terms and per-image weights, layers, loss options and artistic controls.
 
     ``content`` (1, 3, H, W) and ``styles`` are the images the targets come from;
-    ``reference``: the same at ``loss.reference_pixels`` (the balance every size keeps);
+    ``reference``: the same at ``loss.reference_edge`` (the balance every size keeps);
     ``tv_space="network"``: TV of what the network sees (d2l).
     """
 

@@ -94,7 +94,7 @@ def run_tiles(module: StyleTransferModule, plan: TilePlan, progress: TileProgres
 class TileObjectives:
     """The run's objective for any tile: the tile's own content targets, the whole painting's
     style statistics (``core.tiles.tiled_grams``, computed once, sized to the tile by
-    ``gram_target``), and the run's balance (``loss.reference_pixels``) with the mean target
+    ``gram_target``), and the run's balance (``loss.reference_edge``) with the mean target
     energies of the first pass's tiles standing for the image's (a tile is balanced like a
     whole image)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,7 +13,6 @@ from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
-from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
 from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.core.objective import LossOptions, TermFactory
@@ -23,8 +21,9 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.spec import ObjectiveSpec
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
-from nst_exp.runtime.controls import build_init, load_controls, load_styles, style_paths
+from nst_exp.runtime.controls import build_init, load_content_and_style, load_controls
 from nst_exp.runtime.job_loggers import job_overrides
+from nst_exp.runtime.reference import reference_images
 from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ def objective_spec(cfg: DictConfig) -> tuple[ObjectiveSpec, int, str]:
                             gram_norm=loss.get("gram_norm", "chw"), tv_norm=loss.get("tv_norm", "l2"),
                             normalize_gradients=bool(loss.get("normalize_gradients", False))),
         tv_space=loss.get("tv_space", "pixels"), style_blend=controls.style_blend, masks=controls.masks,
-        luminance_only=controls.luminance_only, reference=reference_images(cfg, content, min_edge, why))
+        luminance_only=controls.luminance_only, reference=reference_images(cfg, min_edge, why))
     return spec, min_edge, why
 
 
@@ -96,25 +95,6 @@ def objective_terms(cfg: DictConfig) -> tuple[dict[str, TermFactory], dict[str, 
     if not factories:
         raise ConfigError("objective={}: no terms, nothing to optimise")
     return factories, weights
-
-
-def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The content at long edge ``edge`` and the first style image for it (``style_scale``)."""
-    return load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
-                     cfg.get("max_image_pixels", 89_478_485), min_edge, why)
-
-
-def reference_images(cfg: DictConfig, content: torch.Tensor, min_edge: int, why: str
-                     ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
-    """Content and styles loaded as for a content of ``loss.reference_pixels`` px (same aspect),
-    colour controls applied: the size whose content:style balance every size keeps."""
-    pixels = cfg.loss.get("reference_pixels")
-    if not pixels:
-        return None
-    height, width = content.shape[-2:]
-    edge = max(1, round(max(height, width) * math.sqrt(pixels / (height * width))))
-    reference, style = load_content_and_style(cfg, edge, min_edge, why)
-    return reference, load_styles(cfg, reference, style, min_edge, why)
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

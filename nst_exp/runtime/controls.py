@@ -20,7 +20,9 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor
 
 from nst_exp.core.color import match_histogram, match_luminance, with_chroma
-from nst_exp.core.images import init_image, load_image, load_mask, load_style, to_tensor
+from nst_exp.core.images import init_image, load_image, load_mask, load_pair, load_style, to_tensor
+from nst_exp.core.yardstick import blend_weights
+from nst_exp.errors import ConfigError
 
 
 @dataclass
@@ -41,11 +43,24 @@ def style_paths(cfg: DictConfig) -> list[str]:
 
 def style_blend(cfg: DictConfig, count: int) -> list[float]:
     """The blend weights of ``count`` styles, summing to 1 (validate.check_controls checked them)."""
-    blend = cfg.get("style_blend")
-    if blend is None:
-        return [1.0 / count] * count
-    weights = [float(blend), 1.0 - float(blend)] if isinstance(blend, (int, float)) else [float(b) for b in blend]
-    return [w / sum(weights) for w in weights]
+    return blend_weights(cfg.get("style_blend"), count)  # the yardstick weighs its paintings alike
+
+
+def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The content at long edge ``edge`` and the first style image for it (``style_scale``)."""
+    return load_pair(cfg.pair.content, style_paths(cfg)[0], edge, cfg.get("style_scale"),
+                     cfg.get("max_image_pixels", 89_478_485), min_edge, why, style_transpose(cfg))
+
+
+def style_transpose(cfg: DictConfig) -> bool:
+    """``style_transpose``: only with ``style_scale=content`` (the stretch it transposes)."""
+    value = cfg.get("style_transpose", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"style_transpose={value!r}: must be true or false")
+    if value and cfg.get("style_scale") != "content":
+        raise ConfigError(f"style_transpose=true: needs style_scale=content (the stretch it transposes), "
+                          f"not style_scale={cfg.get('style_scale')!r}")
+    return value
 
 
 def load_controls(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge: int = 1,
@@ -63,7 +78,7 @@ def load_styles(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge:
     """Every style image for this content (the first one already loaded), colour mode applied."""
     paths = style_paths(cfg)
     styles = [first_style] + [load_style(path, f"pair.style[{index}]", tuple(content.shape[-2:]),
-                                         cfg.get("style_scale"), min_edge, why)
+                                         cfg.get("style_scale"), min_edge, why, style_transpose(cfg))
                               for index, path in enumerate(paths[1:], 1)]
     color = cfg.get("color", "none")
     if color == "histogram":

@@ -69,7 +69,7 @@ def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[st
 
 
 def _reference(spec: Any) -> list[torch.Tensor | None]:
-    """The reference-size images (``loss.reference_pixels``), if the run rebalances."""
+    """The reference-size images (``loss.reference_edge``), if the run rebalances."""
     return [None] if spec.reference is None else [spec.reference[0], *spec.reference[1]]
 
 

@@ -147,9 +147,7 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
         amount, method = float(cfg.get("denoise", 0.0)), str(cfg.get("denoise_method", "gaussian"))
         final = save_image(denoise(image[0], amount, method), out / "final.png")
         summary = _summary(progress, state, plan, recorder.wall(), final, image, list(module.spec.terms))
-        with torch.no_grad():
-            module.image.copy_(image)  # the yardstick scores the module's image
-        summary.extra.update(outputs["judge"].score(module) if "judge" in outputs else {})
+        summary.extra.update(outputs["judge"].score(image) if "judge" in outputs else {})
         summary.wandb = where(loggers)
         written = write_summary(out, summary)
         if "wandb" in outputs:
