@@ -9,7 +9,8 @@ the Gram matrix with a selectable normalisation; layer weights w_l, v_l are norm
 to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets,
 unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
 TV is the squared (l2) or absolute (l1) neighbour difference, of the pixels or, with a
-``tv_input`` transform, of what the network sees (d2l's TV on the normalised tensor).
+``tv_input`` transform, of what the network sees (d2l's TV on the normalised tensor), averaged
+or (``tv_reduction=sum``, jcjohnson's TVLoss) summed.
 Each loss owns its target as a buffer, computed once. Several styles: their Grams are blended,
 A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/guided.py).
 ``normalize_gradients`` divides each term's gradient by its L1 norm (core/gradnorm.py).
@@ -114,13 +115,15 @@ def energy(target: Tensor) -> float:
     return float(target.double().square().sum())
 
 
-def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
-    """Mean squared (l2) or absolute (l1) difference of neighbouring pixels, per image -> (B,).
+def tv_loss(image: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
+    """Mean (or summed) squared (l2) or absolute (l1) difference of neighbouring pixels -> (B,).
 
     Horizontal and vertical means are added (d2l halves their sum: tv_weight 10 there is 5 here).
+    A sum (neural-style's TVLoss) is not a rescaled mean: the two directions have different
+    pair counts, 3H(W-1) and 3(H-1)W, so no single weight converts one into the other.
     """
-    dx = distance(image[..., :, 1:], image[..., :, :-1], norm)
-    dy = distance(image[..., 1:, :], image[..., :-1, :], norm)
+    dx = distance(image[..., :, 1:], image[..., :, :-1], norm, reduction)
+    dy = distance(image[..., 1:, :], image[..., :-1, :], norm, reduction)
     return dx + dy
 
 
@@ -160,13 +163,14 @@ class StyleTransferLoss(nn.Module):
         reduction: str = "mean",
         gram_norm: str = "chw",
         tv_norm: str = "l2",
+        tv_reduction: str = "mean",
         tv_input: nn.Module | None = None,
         style_blend: Sequence[float] | None = None,
         masks: Tensor | None = None,
         normalize_gradients: bool = False,
     ) -> None:
         super().__init__()
-        self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
+        self.tv_norm, self.tv_reduction, self.tv_input = tv_norm, tv_reduction, tv_input or nn.Identity()
         self.scales: dict[str, float] = {}  # "content.<layer>" / "style.<layer>" -> factor (rebalance)
         styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
         self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
@@ -193,7 +197,7 @@ class StyleTransferLoss(nn.Module):
             style = sum((w * self.scales.get(f"style.{l}", 1.0) * self.term(self.style[l](features[l]), features[l])
                          for l, w in self.style_layer_weights.items()), zero)
             tv_source = (image if tv_image is None else tv_image).float()
-            tv = tv_loss(self.tv_input(tv_source), self.tv_norm) if with_tv else zero
+            tv = tv_loss(self.tv_input(tv_source), self.tv_norm, self.tv_reduction) if with_tv else zero
         return {"content": content, "style": style, "tv": tv}
 
     def target_energies(self) -> dict[str, float]:
