@@ -111,6 +111,7 @@ def run_side(command: list[str], env: dict[str, str], stem: Path) -> dict:
     (w0, c0, first), (w1, c1, _) = stamps[0], stamps[-1]
     n = len(stamps) - 1
     return {"ms_per_eval": 1000 * (w1 - w0) / n, "cpu_ms_per_eval": 1000 * (c1 - c0) / n, "evals": len(stamps),
+            "first_eval_s": w0, "after_last_eval_s": wall - w1,
             "total_s": wall, "total_cpu_s": cpu, "peak_rss_mb": rss, "first_loss": first}
 
 
@@ -129,7 +130,8 @@ def case(python: Path, work: Path, size: int, steps: int, repeats: int, threads:
             f"{side} {r[-1]['ms_per_eval']:.1f} ms/eval (CPU {r[-1]['cpu_ms_per_eval']:.1f}) {r[-1]['total_s']:.1f} s"
             for side, r in runs.items()),
             flush=True)
-    keys = ("ms_per_eval", "cpu_ms_per_eval", "total_s", "total_cpu_s", "peak_rss_mb")
+    keys = ("ms_per_eval", "cpu_ms_per_eval", "total_s", "total_cpu_s", "peak_rss_mb", "first_eval_s",
+            "after_last_eval_s")
     best = {side: {key: min(r[key] for r in rs) for key in keys}
             for side, rs in runs.items()}
     first = {side: rs[0]["first_loss"] for side, rs in runs.items()}
