@@ -15,9 +15,12 @@ from torch.optim import LBFGS
 
 from conftest import compose_cfg
 from nst_exp.core import weights as W
+from nst_exp.core.losses import tv_loss
 from nst_exp.core.pixel_lbfgs import PixelLBFGS
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
+from nst_exp.runtime.validate import check_config
 
 # fp32 sums of a few thousand products each, against the same sums in another order and with
 # the preset's weights scaled by s^2 and s^4 (seven significant digits in the yaml): 1e-4.
@@ -143,3 +146,22 @@ def test_plain_lbfgs_in_unit_pixels_oversteps_by_the_pixel_scale(module: StyleTr
 def test_pixel_scale_must_be_positive() -> None:
     with pytest.raises(ValueError, match="pixel_scale"):
         PixelLBFGS([torch.nn.Parameter(torch.zeros(1))], pixel_scale=0)
+
+
+def test_tv_sum_is_neural_styles_tvloss() -> None:
+    """``loss.tv_reduction=sum`` is TVLoss's sum over both directions (pair counts differ, so
+    no weight on the mean gives it); small integers: exact."""
+    x = torch.arange(24.0).reshape(1, 2, 3, 4) ** 2 / 7
+    assert float(tv_loss(x, "l1", "sum")) == pytest.approx(twin_tv(x), rel=1e-6)
+    assert float(tv_loss(x, "l1", "sum")) != pytest.approx(float(tv_loss(x, "l1")) * x[0].numel())
+
+
+def twin_tv(x: Tensor) -> float:
+    module = twin.TVLoss(1.0)
+    module(x)
+    return float(module.loss)
+
+
+def test_bad_tv_reduction_is_refused() -> None:
+    with pytest.raises(ConfigError, match="loss.tv_reduction='median'"):
+        check_config(compose_cfg("experiment=neural_style", "loss.tv_reduction=median"))
