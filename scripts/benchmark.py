@@ -5,6 +5,7 @@
     python scripts/benchmark.py --batched        # 8 style weights: one batch vs 8 sequential runs
     python scripts/benchmark.py --quick          # tiny sizes and steps: checks that it all runs
     python scripts/benchmark.py --multiscale     # coarse-to-fine vs one 512 px L-BFGS run (bench_multiscale.py)
+    python scripts/benchmark.py --peer           # against neural-style-pt on its objective (bench_peer.py)
 
 Each variant runs in its own process (scripts/bench_workers.py) so that its peak RSS is its
 own; results go to benchmark.json (sections merge into an existing file). GFLOP/s counts the
@@ -204,6 +205,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batched-size", default="128", help="long edge(s) for --batched, e.g. 64,128,256")
     parser.add_argument("--multiscale", action="store_true",
                         help="coarse-to-fine vs single-scale 512 px L-BFGS only (scripts/bench_multiscale.py)")
+    parser.add_argument("--peer", action="store_true",
+                        help="nst-exp vs neural-style-pt on the peer's objective only (scripts/bench_peer.py)")
+    parser.add_argument("--peer-cases", default="256:200,512:100", help="--peer: SIZE:STEPS,... L-BFGS runs")
+    parser.add_argument("--peer-repeats", type=int, default=2, help="--peer: alternating runs per side")
+    parser.add_argument("--peer-venv", default="~/.cache/nst-exp/peer-venv", help="--peer: the peer's venv")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-ops table")
     parser.add_argument("--quick", action="store_true", help="64 px, 2+3 steps, sizes 64,96: a smoke run")
     parser.add_argument("--out", default="benchmark.json")
@@ -223,7 +229,11 @@ def main() -> None:
     report["machine"] = {"cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                          "matmul_peak_gflops": round(peak, 1), "load_avg": os.getloadavg()}
     print(f"{args.threads} threads, fp32 matmul peak {peak:.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
-    if args.multiscale:
+    if args.peer:
+        from bench_peer import peer
+
+        report["peer"] = peer(args)
+    elif args.multiscale:
         from bench_multiscale import CANDIDATES, multiscale
 
         with tempfile.TemporaryDirectory(prefix="nst-multiscale-") as work:

@@ -21,7 +21,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 REQUIRED = {"gatys_fig1_content", "gatys_fig1_style", "gatys_fig3", "gatys_layer_ratio", "gatys_fig5",
             "gatys_fig6", "layer_visualization", "adam_vs_lbfgs", "l1_vs_l2", "augment_strength",
             "tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey"}
-PRESETS = {"tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey", "gatys_paper_sums"}  # single runs
+PRESETS = {"tutorial_pytorch", "mxnet_neural_style", "d2l", "yunjey", "gatys_paper_sums", "neural_style"}  # single runs
 CUMULATIVE = [["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"][:n] for n in range(1, 6)]
 
 

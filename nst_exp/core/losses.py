@@ -4,9 +4,10 @@ D is the L2 (squared) or L1 distance, averaged ("mean") or summed ("sum") over e
 the Gram matrix with a selectable normalisation; layer weights w_l, v_l are normalised to sum
 to 1 (Gatys et al.'s w_l = 1/|layers|), so a term's weight keeps its meaning across layer sets,
 unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
-TV is the squared (l2) or absolute (l1) neighbour difference. Each loss owns its target as a
-buffer, computed once. Several styles: their Grams are blended, A = sum_k b_k G(s_k); with
-masks, each style is matched in its own region (core/guided.py).
+TV is the squared (l2) or absolute (l1) neighbour difference, averaged or (``tv_reduction=sum``,
+jcjohnson's TVLoss) summed. Each loss owns its target as a buffer, computed once. Several
+styles: their Grams are blended, A = sum_k b_k G(s_k); with masks, each style is matched in its
+own region (core/guided.py).
 
 Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
 small difference of large Gram entries, which 8 mantissa bits would round away.
@@ -111,13 +112,15 @@ def energy(target: Tensor) -> float:
     return float(target.double().square().sum())
 
 
-def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
-    """Mean squared (l2) or absolute (l1) difference of neighbouring pixels, per image -> (B,).
+def tv_loss(image: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
+    """Mean (or summed) squared (l2) or absolute (l1) difference of neighbouring pixels -> (B,).
 
     Horizontal and vertical means are added (d2l halves their sum: tv_weight 10 there is 5 here).
+    A sum (neural-style's TVLoss) is not a rescaled mean: the two directions have different
+    pair counts, 3H(W-1) and 3(H-1)W, so no single weight converts one into the other.
     """
-    dx = distance(image[..., :, 1:], image[..., :, :-1], norm)
-    dy = distance(image[..., 1:, :], image[..., :-1, :], norm)
+    dx = distance(image[..., :, 1:], image[..., :, :-1], norm, reduction)
+    dy = distance(image[..., 1:, :], image[..., :-1, :], norm, reduction)
     return dx + dy
 
 

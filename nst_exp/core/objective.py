@@ -41,6 +41,7 @@ class LossOptions:
     reduction: str = "mean"
     gram_norm: str = "chw"
     tv_norm: str = "l2"
+    tv_reduction: str = "mean"  # sum: jcjohnson's TVLoss
     normalize_gradients: bool = False
 
 
@@ -171,11 +172,11 @@ class TVTerm(Term):
 
     def __init__(self, inputs: TermInputs) -> None:
         super().__init__()
-        self.norm = inputs.options.tv_norm
+        self.norm, self.reduction = inputs.options.tv_norm, inputs.options.tv_reduction
         self.tv_input = inputs.tv_input or nn.Identity()
 
     def forward(self, seen: Seen) -> Tensor:
-        return tv_loss(self.tv_input(seen.pixels.float()), self.norm)
+        return tv_loss(self.tv_input(seen.pixels.float()), self.norm, self.reduction)
 
 
 TermFactory = Callable[[TermInputs], Term]

@@ -75,6 +75,7 @@ def objective_spec(cfg: DictConfig) -> tuple[ObjectiveSpec, int, str]:
         content=content, styles=controls.style, content_layers=content_layers, style_layers=style_layers,
         options=LossOptions(norm=loss.get("norm", "l2"), reduction=loss.get("reduction", "mean"),
                             gram_norm=loss.get("gram_norm", "chw"), tv_norm=loss.get("tv_norm", "l2"),
+                            tv_reduction=loss.get("tv_reduction", "mean"),
                             normalize_gradients=bool(loss.get("normalize_gradients", False))),
         tv_space=loss.get("tv_space", "pixels"), style_blend=controls.style_blend, masks=controls.masks,
         luminance_only=controls.luminance_only, reference=reference_images(cfg, min_edge, why))

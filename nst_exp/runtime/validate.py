@@ -72,6 +72,7 @@ def check_optimizer(cfg: DictConfig) -> None:
 CHOICES: dict[str, tuple[Any, Sequence[str]]] = {
     "loss.norm": (None, DISTANCES), "loss.reduction": (None, REDUCTIONS), "loss.gram_norm": (None, GRAM_NORMS),
     "loss.tv_norm": ("l2", DISTANCES), "loss.tv_space": ("pixels", TV_SPACES),
+    "loss.tv_reduction": ("mean", REDUCTIONS),
     "clamp": (None, CLAMP_MODES), "init.kind": (None, INIT_KINDS), "color": ("none", COLOR_MODES),
     "model.arch": (None, VGG_CONFIGS), "model.pooling": ("max", POOLINGS),
     "stop_on": ("loss", STOP_ON), "denoise_method": ("gaussian", DENOISE_METHODS),
