@@ -81,8 +81,10 @@ def sweeps(first: str, second: str, goal: str | None = None) -> callable:
         rows = [(way, (run := entry.get(way) or {}).get("jobs"), run.get("command_s"), run.get("train_s"),
                  run.get("peak_gpu_mb")) for way in (first, second)]
         note = f"{entry.get('size')} px, {entry.get('steps')} Adam steps per job; x faster (command wall time): " \
-               f"{cell(entry.get('x_faster'))}" + (f"; goal {goal}: {cell(entry.get('goal_met'))}" if goal else "")
-        return table(["way", "jobs", "command s", "sum of train s", "peak GPU MB"], rows) + ["", note]
+               f"{cell(entry.get('x_faster'))}" + (f", training only {cell(entry['x_faster_train'])}"
+                                                   if "x_faster_train" in entry else "") \
+               + (f"; goal {goal}: {cell(entry.get('goal_met'))}" if goal else "")
+        return table(["way", "jobs", "command s", "train s (a batch: shared)", "peak GPU MB"], rows) + ["", note]
 
     return render
 
