@@ -136,8 +136,8 @@ def lbfgs_500(plan: Plan, budget: Budget, entry: dict, save: Callable[[], None])
                                   f"model.weights={plan.weights}", *plan.device_overrides,
                                   f"hydra.run.dir={work}"], budget.timeout(), plan.cli_env)
     summary = summaries(work)[0]
-    entry.update({key: summary.get(key) for key in ("status", "steps", "train_time_s", "wall_time_s",
-                                                    "ms_per_step", "peak_gpu_mb", "final_loss")})
+    entry.update({key: summary.get(key) for key in ("steps", "train_time_s", "wall_time_s", "ms_per_step",
+                                                    "peak_gpu_mb", "final_loss")}, run_status=summary["status"])
     entry.update(size=plan.lbfgs_size, goal_met=summary["status"] == "ok" and summary["train_time_s"] < 8.0)
 
 

@@ -69,7 +69,7 @@ def overhead(entry: dict) -> list[str]:
 def lbfgs_500(entry: dict) -> list[str]:
     return table(["px", "steps", "status", "train s", "wall s (run)", "command s", "ms/step", "peak GPU MB",
                   "goal < 8 s"],
-                 [(entry.get("size"), entry.get("steps"), entry.get("status"), entry.get("train_time_s"),
+                 [(entry.get("size"), entry.get("steps"), entry.get("run_status"), entry.get("train_time_s"),
                    entry.get("wall_time_s"), entry.get("command_s"), entry.get("ms_per_step"),
                    entry.get("peak_gpu_mb"), entry.get("goal_met"))])
 

@@ -42,7 +42,7 @@ def test_dry_run_fills_every_section_with_numbers(tmp_path: Path) -> None:
     assert overhead["project_ms"] > 0 and overhead["bare_ms"] > 0
     assert overhead["fixed_ms"] == pytest.approx(overhead["project_ms"] - overhead["bare_ms"], abs=2e-3)
     lbfgs = sections["lbfgs_500"]
-    assert lbfgs["status"] == "ok" and lbfgs["steps"] == 3 and lbfgs["train_time_s"] > 0
+    assert lbfgs["run_status"] == "ok" and lbfgs["steps"] == 3 and lbfgs["train_time_s"] > 0
     for name, ways, jobs in (("batched_sweep", ("sequential", "batched"), 3), ("joblib", ("sequential", "joblib"), 2)):
         entry = sections[name]
         assert [entry[way]["jobs"] for way in ways] == [jobs, jobs]
