@@ -69,7 +69,7 @@ def first_step(plan: Plan, budget: Budget, entry: dict, save: Callable[[], None]
     """
     spec = {"variant": "nst-exp", "optimizer": "adam", "size": plan.sizes[0], "steps": 1,
             "weights": plan.weights, "threads": plan.threads}
-    cpu = run_worker({**spec, "overrides": ["trainer.accelerator=cpu", "logger=none"]}, budget.timeout())
+    cpu = run_worker({**spec, "overrides": ["trainer=cpu", "logger=none"]}, budget.timeout())
     entry.update(size=plan.sizes[0], cpu_loss=cpu["losses"][0])
     for mode in ("fp32", "tf32"):
         row = next((r for r in speed_rows if (r["size"], r["optimizer"], r["mode"]) == (plan.sizes[0], "adam", mode)
@@ -156,7 +156,8 @@ def sweep(plan: Plan, budget: Budget, name: str, weights: tuple[str, ...], size:
     # A batch's jobs share one optimisation: each reports the batch's train time.
     train_s = (max if launcher == "batched" else sum)(job["train_time_s"] for job in jobs)
     return {"command_s": seconds, "jobs": len(jobs), "train_s": train_s,
-            "ms_per_step": [job["ms_per_step"] for job in jobs], "peak_gpu_mb": max_or_none(jobs, "peak_gpu_mb")}
+            "ms_per_step": [job["ms_per_step"] for job in jobs], "peak_gpu_mb": max_or_none(jobs, "peak_gpu_mb"),
+            "precision": jobs[0].get("precision")}
 
 
 def batched_sweep(plan: Plan, budget: Budget, entry: dict, save: Callable[[], None]) -> None:

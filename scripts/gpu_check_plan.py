@@ -51,8 +51,9 @@ class Plan:
 
     @property
     def device_overrides(self) -> list[str]:
-        """Config overrides that put a run on the plan's device."""
-        return ["trainer.accelerator=gpu"] if self.device == "cuda" else ["trainer.accelerator=cpu"]
+        """Config overrides that put a run on the plan's device: ``trainer=gpu`` is the GPU path
+        users run (cuDNN autotuning; bf16 autocast for Adam unless ``precision`` says otherwise)."""
+        return ["trainer=gpu"] if self.device == "cuda" else ["trainer=cpu"]
 
     @property
     def cli_env(self) -> dict[str, str]:
