@@ -62,16 +62,17 @@ def gram(f: Tensor) -> Tensor:
 
 
 def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tensor]], recompute: bool,
-                   style_weights: list[float] | None = None) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+                   style_weights: list[float] | None = None, device: str = "cpu"
+                   ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """(initial image, loss(image)) for cfg's pair and weights; ``recompute`` = tutorial style.
 
     ``style_weights``: a batch of images, one per weight (a batched sweep's objective: per-image
     losses, summed); default: one image with cfg's style_weight.
     """
-    content, style = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)
+    content, style = (t.to(device) for t in load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size))
     names = layer_names(cfg.model.arch)
     c_idx, s_idx = names.index(cfg.layers.content[0]), [names.index(n) for n in cfg.layers.style]
-    cw, sw = float(cfg.content_weight), torch.tensor(style_weights or [float(cfg.style_weight)])
+    cw, sw = float(cfg.content_weight), torch.tensor(style_weights or [float(cfg.style_weight)], device=device)
 
     def targets() -> tuple[Tensor, list[Tensor]]:
         fc, fs = features(content), features(style)
@@ -90,15 +91,22 @@ def make_objective(cfg: DictConfig, features: Callable[[Tensor], dict[int, Tenso
     return content.repeat(len(sw), 1, 1, 1), loss
 
 
-def bare_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
-    """Truncated VGG as frozen tensors and F.conv2d; ReLU in place where no conv output is kept."""
+def bare_features(cfg: DictConfig, device: str = "cpu", channels_last: bool = False
+                  ) -> Callable[[Tensor], dict[int, Tensor]]:
+    """Truncated VGG as frozen tensors and F.conv2d; ReLU in place where no conv output is kept.
+
+    ``channels_last``: NHWC weights and input, as ``channels_last=true`` does to the framework's.
+    """
     names = layer_names(cfg.model.arch)
     depth = max(names.index(n) for n in [*cfg.layers.content, *cfg.layers.style]) + 1
-    state, pre = load_state_dict(cfg.model.arch, cfg.model.weights, cfg.seed), make_preprocess(cfg.model.weights)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    state = {k: v.to(device).contiguous(memory_format=layout) if v.dim() == 4 else v.to(device)
+             for k, v in load_state_dict(cfg.model.arch, cfg.model.weights, cfg.seed).items()}
+    pre = make_preprocess(cfg.model.weights).to(device)
     kept = {names.index(n) for n in [*cfg.layers.content, *cfg.layers.style]}
 
     def features(x: Tensor) -> dict[int, Tensor]:
-        x, out = pre(x), {}
+        x, out = pre(x).contiguous(memory_format=layout), {}
         for i, name in enumerate(names[:depth]):
             if name.startswith("conv"):
                 x = F.conv2d(x, state[f"features.{i}.weight"], state[f"features.{i}.bias"], padding=1)
@@ -138,10 +146,20 @@ def naive_features(cfg: DictConfig) -> Callable[[Tensor], dict[int, Tensor]]:
 
 
 def run_loop(spec: dict, cfg: DictConfig) -> dict:
-    """bare / naive: time each step of a plain optimiser loop on the objective."""
-    features = bare_features(cfg) if spec["variant"] == "bare" else naive_features(cfg)
+    """bare / naive: time each step of a plain optimiser loop on the objective.
+
+    ``spec["device"]`` (default cpu), ``channels_last`` and ``compile``: the GPU knobs, by hand.
+    """
+    device = spec.get("device", "cpu")
+    if spec["variant"] == "bare":
+        features = bare_features(cfg, device, bool(spec.get("channels_last")))
+    else:
+        features = naive_features(cfg)
+    if spec.get("compile"):
+        features = torch.compile(features)
     weights = [float(w) for w in spec["style_weights"]] if spec.get("style_weights") else None
-    x0, loss_fn = make_objective(cfg, features, recompute=spec["variant"] == "naive", style_weights=weights)
+    x0, loss_fn = make_objective(cfg, features, recompute=spec["variant"] == "naive", style_weights=weights,
+                                 device=device)
     x = nn.Parameter(x0)
     bf16 = spec.get("precision") == "bf16-mixed"  # autocast as Lightning's bf16-mixed does it
     opt_cfg = {k: v for k, v in cfg.optimizer.items() if not k.startswith("_")}
@@ -151,20 +169,34 @@ def run_loop(spec: dict, cfg: DictConfig) -> dict:
     def closure() -> Tensor:
         evals[0] += 1
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(x)
         loss.backward()
         return loss
 
-    start, counts = time.perf_counter(), []
-    for _ in range(spec["steps"]):
-        losses.append(float(opt.step(closure)))
+    start, counts, sync_at = time.perf_counter(), [], set(spec.get("sync_at", ()))
+    for step in range(spec["steps"]):
+        losses.append(opt.step(closure).detach())  # stays on the device: no sync per step
         if spec["optimizer"] == "adam":
             with torch.no_grad():
                 x.clamp_(0, 1)
-        walls.append(time.perf_counter() - start)
+        walls.append(clock(step in sync_at) - start)
         counts.append(evals[0])
-    return {"walls": walls, "losses": losses, "evals": counts}
+    return {"walls": walls, "losses": [float(v) for v in losses], "evals": counts}
+
+
+def clock(sync: bool = False) -> float:
+    """perf_counter, after the GPU's queue has drained when ``sync`` (only where timing needs it:
+    a GPU step returns before its kernels ran, so a steady-state window must end synchronised)."""
+    if sync and torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def set_tf32(enabled: bool | None) -> None:
+    """TF32 convolutions and matmuls on Ampere+ GPUs (None: torch's defaults, i.e. convs on, matmuls off)."""
+    if enabled is not None:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
 
 
 class StepTimer(pl.Callback):
@@ -173,6 +205,7 @@ class StepTimer(pl.Callback):
     evals = 0
     instance: StepTimer | None = None
     profile_steps: tuple[int, int] | None = None  # [first, last) steps to run torch.profiler over
+    sync_at: frozenset[int] = frozenset()  # steps whose wall time waits for the GPU (run_loop's sync_at)
 
     def __init__(self) -> None:
         self.walls: list[float] = []
@@ -189,7 +222,7 @@ class StepTimer(pl.Callback):
             self.profiler.start()
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.walls.append(time.perf_counter() - self.start)
+        self.walls.append(clock(trainer.global_step - 1 in self.sync_at) - self.start)
         self.counts.append(StepTimer.evals)
         self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
         if self.profile_steps and trainer.global_step == self.profile_steps[1]:
@@ -257,6 +290,8 @@ def conv_flops(cfg: DictConfig, height: int, width: int, full: bool) -> float:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     torch.set_num_threads(spec["threads"])
+    set_tf32(spec.get("tf32"))
+    StepTimer.sync_at = frozenset(spec.get("sync_at", ()))
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     if spec["variant"].startswith("sweep-"):
@@ -271,7 +306,9 @@ def main() -> None:
         result["profile"] = StepTimer.instance.profiler.key_averages().table(sort_by="self_cpu_time_total",
                                                                             row_limit=15)
     height, width = load_pair(cfg.pair.content, cfg.pair.style, cfg.image_size)[0].shape[-2:]
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     result.update(rss_baseline_mb=round(baseline, 1), peak_rss_mb=round(rss_mb(), 1), pixels=[height, width],
+                  peak_gpu_mb=peak_gpu and round(peak_gpu, 1),
                   flops_per_eval=conv_flops(cfg, height, width, full=False))
     print("BENCH_RESULT " + json.dumps(result))
 

@@ -18,58 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_common import WorkerError, fixed_cost, matmul_peak, run_worker, summarise
+
 from nst_exp.engine.speed import native_bf16
 
-WORKER = Path(__file__).resolve().with_name("bench_workers.py")
 VARIANTS = ("bare", "naive", "nst-exp")
 OPTIMIZERS = ("adam", "lbfgs")
 
 
-def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n matmul: the ceiling the convolutions are compared with."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def worker(spec: dict) -> dict:
-    """Run one variant in a fresh process and return its result line."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, str(WORKER), json.dumps(spec)], capture_output=True, text=True, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"benchmark worker {spec['variant']}/{spec.get('optimizer')} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("BENCH_RESULT "):])
-
-
-def summarise(result: dict, warmup: int, steps: int, peak: float) -> dict:
-    """Steady-state figures over the timed steps (after ``warmup``)."""
-    walls, evals = result["walls"], result["evals"]
-    before = (walls[warmup - 1], evals[warmup - 1]) if warmup else (0.0, 0)
-    seconds, n_evals = walls[warmup + steps - 1] - before[0], evals[warmup + steps - 1] - before[1]
-    gflops = result["flops_per_eval"] * n_evals / seconds / 1e9
-    return {"ms_per_step": 1000 * seconds / steps, "evals_per_step": n_evals / steps,
-            "ms_per_eval": 1000 * seconds / n_evals, "gflops": gflops, "pct_peak": 100 * gflops / peak,
-            "peak_rss_mb": result["peak_rss_mb"],
-            "rss_over_baseline_mb": result["peak_rss_mb"] - result["rss_baseline_mb"],
-            "pixels": result["pixels"], "first_loss": result["losses"][0]}
+    """Run one variant in a fresh process and return its result line (exit on failure)."""
+    try:
+        return run_worker(spec)
+    except WorkerError as error:
+        sys.exit(f"benchmark worker {error}")
 
 
 def step_table(args: argparse.Namespace, size: int, variants: tuple[str, ...], optimizers: tuple[str, ...],
@@ -103,6 +72,30 @@ def step_table(args: argparse.Namespace, size: int, variants: tuple[str, ...], o
         row["x_bare"] = row["ms_per_step"] / bare["ms_per_step"] if bare else None
         row["x_bare_per_eval"] = row["ms_per_eval"] / bare["ms_per_eval"] if bare else None
     return rows
+
+
+def fixed_costs(rows: list[dict]) -> list[dict]:
+    """nst-exp minus bare, per size, optimiser and precision: what the framework adds per step.
+
+    At 32 px a step is a few ms of arithmetic, so the difference is the per-step Python of
+    Lightning's loop, the callbacks and the loggers (the GPU regime: docs/performance.md).
+    """
+    costs = []
+    for row in rows:
+        key = (row["size"], row["optimizer"], row["precision"])
+        bare = next((r for r in rows if r["variant"] == "bare" and (r["size"], r["optimizer"], r["precision"]) == key),
+                    None)
+        if row["variant"] == "nst-exp" and bare:
+            costs.append({"size": row["size"], "optimizer": row["optimizer"], "precision": row["precision"],
+                          **fixed_cost(row["ms_per_step"], bare["ms_per_step"])})
+    return costs
+
+
+def print_fixed_costs(costs: list[dict]) -> None:
+    print("\nfixed cost per step (nst-exp - bare, steady state, each the fastest of --repeats interleaved runs)")
+    for c in costs:
+        print(f"  {c['size']:>5} px {c['optimizer']:6} {c['precision']:10} nst-exp {c['project_ms']:8.2f} ms, "
+              f"bare {c['bare_ms']:8.2f} ms: {c['fixed_ms']:+6.2f} ms/step ({c['x_bare']:.3f}x)")
 
 
 def print_steps(rows: list[dict]) -> None:
@@ -194,7 +187,9 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="long edge, px, of the main table")
     parser.add_argument("--sizes", default="128,256,512", help="long edges for the scaling table ('' = none)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps (default 20; 200 at --size <= 64, where a step is a few ms and the "
+                             "framework's fixed cost per step must stand out of the noise)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of bare / nst-exp; the fastest counts")
     parser.add_argument("--weights", default="caffe", help="caffe (real, bundled) | random")
@@ -214,6 +209,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="64 px, 2+3 steps, sizes 64,96: a smoke run")
     parser.add_argument("--out", default="benchmark.json")
     args = parser.parse_args()
+    if args.steps is None:
+        args.steps = 200 if args.size <= 64 else 20
     if args.quick:
         args.size, args.sizes, args.steps, args.warmup, args.batched_size = 64, "64,96", 3, 2, "64"
         args.repeats = 1
@@ -243,7 +240,8 @@ def main() -> None:
     elif args.batched:
         report["batched"] = batched(args)
     else:
-        rows = step_table(args, args.size, VARIANTS, OPTIMIZERS, peak)
+        # naive runs all five poolings of the full VGG: under 64 px the image's short side runs out
+        rows = step_table(args, args.size, VARIANTS if args.size >= 64 else ("bare", "nst-exp"), OPTIMIZERS, peak)
         for size in (int(s) for s in args.sizes.split(",") if s and int(s) != args.size):
             rows += step_table(args, size, ("bare", "nst-exp"), ("adam",), peak)
         if native_bf16("cpu"):  # bf16 autocast, Adam only (`precision=bf16-mixed`): AMX convolutions
@@ -251,8 +249,9 @@ def main() -> None:
             rows += step_table(args, args.size, ("bare", "nst-exp"), ("adam",), peak_bf16, "bf16-mixed")
         rows.sort(key=lambda r: (r["size"], r["optimizer"], r["precision"]))
         print_steps(rows)
+        print_fixed_costs(costs := fixed_costs(rows))
         report["steps"] = {"size": args.size, "warmup": args.warmup, "timed_steps": args.steps,
-                           "weights": args.weights, "rows": rows}
+                           "weights": args.weights, "rows": rows, "fixed_cost": costs}
         if not args.no_profile:
             prof = worker({"variant": "nst-exp", "optimizer": "adam", "size": args.size, "steps": args.warmup + 3,
                            "weights": args.weights, "threads": args.threads, "profile": 3})

@@ -64,3 +64,23 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
                                                                for o in ("adam", "lbfgs")}
     assert all(r["ms_per_step"] > 0 and r["gflops"] > 0 for r in rows)
     assert "mkldnn_convolution" in report["profile"] or "convolution" in report["profile"]
+    costs = {(c["size"], c["optimizer"], c["precision"]): c for c in report["steps"]["fixed_cost"]}
+    assert {(64, "adam", "32-true"), (64, "lbfgs", "32-true")} <= set(costs)
+    for (size, optimizer, precision), cost in costs.items():
+        nst, bare = (next(r for r in rows if (r["variant"], r["size"], r["optimizer"], r["precision"])
+                          == (variant, size, optimizer, precision)) for variant in ("nst-exp", "bare"))
+        assert cost["fixed_ms"] == pytest.approx(nst["ms_per_step"] - bare["ms_per_step"], abs=1e-3)
+
+
+def test_fixed_cost_pairs_each_nst_exp_row_with_its_bare_row() -> None:
+    """Same size, optimiser and precision; naive rows and rows without a bare twin are left out."""
+    import benchmark
+
+    def row(variant: str, optimizer: str, ms: float, size: int = 32, precision: str = "32-true") -> dict:
+        return {"variant": variant, "optimizer": optimizer, "ms_per_step": ms, "size": size, "precision": precision}
+
+    rows = [row("bare", "adam", 18.8), row("nst-exp", "adam", 21.7), row("naive", "adam", 90.0),
+            row("bare", "lbfgs", 40.0), row("nst-exp", "lbfgs", 41.0), row("nst-exp", "adam", 30.0, size=64)]
+    costs = benchmark.fixed_costs(rows)
+    assert [(c["size"], c["optimizer"], c["fixed_ms"]) for c in costs] == [(32, "adam", 2.9), (32, "lbfgs", 1.0)]
+    assert costs[0]["x_bare"] == pytest.approx(21.7 / 18.8, abs=1e-4)

@@ -170,16 +170,27 @@ class StyleTransferModule(pl.LightningModule):
                 self.image.clamp_(0, 1)
 
     def _log_losses(self, parts: dict[str, Tensor]) -> None:
-        """The step's losses through ``self.log``: the progress bar, ``callback_metrics`` (so stock
-        EarlyStopping/ModelCheckpoint can monitor ``train/loss``).
+        """The step's losses through ``self.log``: ``callback_metrics`` (so stock
+        EarlyStopping/ModelCheckpoint can monitor ``train/loss``, and the progress bar shows it).
 
-        Device tensors, never floats, so logging costs no sync: Lightning copies them to the host
-        only when the progress bar refreshes (every ``log_every`` steps, runtime/build.py) or
+        Device tensors, never floats, so logging costs no sync: they are copied to the host only
+        when the progress bar refreshes (every ``log_every`` steps, runtime/build.py) or
         someone reads ``callback_metrics``. ``logger=False``: MetricsRecorder already sends every
         step's values to the loggers, in one copy per flush.
+
+        Only on the first step, every ``log_every`` steps (the progress bar's refresh rate) and
+        the last: one ``self.log`` costs ~0.3 ms of Python (Lightning moves its result record to
+        the device and validates it each call), 1.2 ms a step for the four default terms, half of all the
+        framework added to a 32 px step (docs/performance.md, fixed cost). ``callback_metrics``
+        holds the latest logged step's values in between.
         """
+        step, trainer = self.trainer.global_step, self.trainer
+        if not (step == 1 or step % max(1, trainer.log_every_n_steps) == 0 or 0 < trainer.max_steps <= step):
+            return
         for key in parts:
-            self.log(f"train/{key}", parts[key].sum(), on_step=True, on_epoch=False, prog_bar=key == "loss",
+            # prog_bar=False: Lightning would .item() a prog_bar value at every batch's end, a GPU
+            # sync per step; LossProgressBar (engine/progress.py) shows train/loss at its refreshes.
+            self.log(f"train/{key}", parts[key].sum(), on_step=True, on_epoch=False, prog_bar=False,
                      logger=False, batch_size=1)
 
     def _loss_and_grad(self, optimizer: Optimizer, warp: Warp | None) -> tuple[Tensor, dict[str, Tensor]]:

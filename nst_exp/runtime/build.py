@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import ProgressBar
 
 from nst_exp.core.color import with_chroma
 from nst_exp.core.features import min_input_size
@@ -18,6 +18,7 @@ from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.core.objective import LossOptions, TermFactory
 from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.progress import LossProgressBar
 from nst_exp.engine.spec import ObjectiveSpec
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
@@ -160,4 +161,5 @@ def _with_progress_bar(trainer_cfg: DictConfig, kwargs: dict[str, Any]) -> dict[
     if not enabled or any(isinstance(c, ProgressBar) for c in callbacks):
         return kwargs
     every = max(1, int(trainer_cfg.get("log_every_n_steps") or 1))
-    return {**kwargs, "callbacks": [*callbacks, TQDMProgressBar(refresh_rate=every)]}
+    # LossProgressBar: the loss converted at each refresh, not at every batch's end (engine/progress.py)
+    return {**kwargs, "callbacks": [*callbacks, LossProgressBar(refresh_rate=every)]}
