@@ -10,13 +10,13 @@ from PIL import Image
 
 from conftest import FAST, compose_cfg
 from nst_exp.batched.batch import batch_key, build_batched_module
+from nst_exp.config import check_config
 from nst_exp.core.color import luminance, match_histogram, match_luminance, with_chroma
 from nst_exp.core.gradnorm import normalized_gradient
 from nst_exp.core.images import load_image, to_tensor
 from nst_exp.core.losses import StyleLoss, gram_matrix
 from nst_exp.errors import ConfigError, ImageError
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 

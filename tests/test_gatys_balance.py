@@ -6,12 +6,12 @@ import pytest
 import torch
 from test_experiments import compose_job
 
+from nst_exp.config import check_config
 from nst_exp.core.losses import StyleTransferLoss
 from nst_exp.engine.tiled import global_objective
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
 from nst_exp.runtime.tiling import plan_of
-from nst_exp.runtime.validate import check_config
 
 
 def first_step_ratio(*overrides: str) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nst_exp import PACKAGE_DIR
 
-ORDER = ["errors", "core", "engine", "runtime", "batched", "reporting", "train"]
+ORDER = ["errors", "core", "engine", "config", "runtime", "batched", "reporting", "train"]
 FORBIDDEN = {"core": ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf"),
              "engine": ("hydra",)}
 

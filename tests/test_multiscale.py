@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from conftest import FAST, compose_cfg
+from nst_exp.config import check_config
 from nst_exp.core.tiles import tile_grid
 from nst_exp.errors import ConfigError
 from nst_exp.runtime import tiling
 from nst_exp.runtime.build import build_module
 from nst_exp.runtime.multiscale import scale_config
-from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 # 64 px and up: mkldnn's multi-threaded backward is bit-reproducible there (see test_resume.py)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from nst_exp.config import check_config
 from nst_exp.core.features import VGGFeatures, layer_names
 from nst_exp.core.normalize import channel_means, mean_activations, normalised_state_dict, reference_images
 from nst_exp.core.weights import load_state_dict, make_preprocess
 from nst_exp.errors import ConfigError
-from nst_exp.runtime.validate import check_config
 from tests.conftest import compose_cfg
 
 SIZE = 32  # reference long edge for the random-weights tests: the properties do not depend on it

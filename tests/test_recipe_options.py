@@ -11,13 +11,13 @@ import torch
 
 from conftest import FAST, compose_cfg
 from nst_exp.batched.batch import Job, train_batch
+from nst_exp.config import check_config
 from nst_exp.core.images import load_image, load_pair, to_tensor
 from nst_exp.core.losses import StyleTransferLoss, tv_loss
 from nst_exp.core.mxnet_sgd import MXNetSGD
 from nst_exp.core.weights import CaffePreprocess
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module, build_trainer
-from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 

@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import FAST, compose_cfg
+from nst_exp.config import check_config
 from nst_exp.core.metrics import HIST_BINS, color_distance, ssim
 from nst_exp.engine.judge import JUDGE_KEYS, JudgeScore
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.validate import check_config
 
 
 def test_ssim_is_one_for_the_same_image_and_falls_with_damage() -> None:

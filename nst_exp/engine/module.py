@@ -55,8 +55,6 @@ class StyleTransferModule(pl.LightningModule):
                  style_blend: Sequence[float] | None = None, masks: Tensor | None = None,
                  luminance_only: bool = False, reference: tuple[Tensor, Sequence[Tensor]] | None = None) -> None:
         super().__init__()
-        if clamp not in CLAMP_MODES:
-            raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
         self.automatic_optimization = False
         # LBFGS flattens grads with .view(): the parameter must be contiguous.
         self.image = nn.Parameter(image.detach().clone().contiguous())

@@ -23,7 +23,6 @@ from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.controls import build_init, load_controls, load_styles, style_paths
 from nst_exp.runtime.job_loggers import job_overrides
-from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     ``init`` (coarse-to-fine: the previous scale's result) replaces ``cfg.init``, resampled to
     the content's size.
     """
-    check_config(cfg)
     arch = cfg.model.arch
     normalize = cfg.layers.get("normalize", True)  # false: the recipe sums its layer losses
     content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content",
