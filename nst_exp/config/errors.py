@@ -35,7 +35,7 @@ EXIT_CONFIG_ERROR = 2  # as every user error (runtime/task.py)
 FULL_ERROR = "HYDRA_FULL_ERROR"
 # OmegaConf's words for a value that does not fit the field, and what the line says instead.
 EXPECTED = [(r"converted to Integer", "an integer"), (r"converted to Float", "a number"),
-            (r"converted to Bool", "true or false"), (r"to string", "a string"),
+            (r"valid bool", "true or false"), (r"to string", "a string"),
             (r"is not a ListConfig", "a list"), (r"is not a DictConfig|is not a subclass", "a mapping"),
             (r"expected one of \[(.*)\]", "one of {0}")]
 
