@@ -56,11 +56,24 @@ def test_wheel_ships_configs_and_sample_images(wheel: Path) -> None:
     assert "hydra_plugins/nst_batched_launcher/batched_launcher.py" in names
 
 
+def test_wheel_holds_every_module_and_config_of_the_checkout(wheel: Path) -> None:
+    """pyproject lists the packages (conf/ is mapped into nst_exp/conf/): a new one must be listed."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(PROJECT_ROOT)) for top in ("nst_exp", "hydra_plugins")
+               for p in (PROJECT_ROOT / top).rglob("*.py")}
+    configs = {"nst_exp/" + str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "conf").rglob("*.yaml")
+               if "local" not in p.parts}
+    assert not (modules | configs) - names
+
+
 def test_installed_wheel_runs_a_job_from_another_directory(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
     where = subprocess.run([str(installed / "python"), "-c", "import nst_exp; print(nst_exp.__file__)"],
                            cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
     assert str(PROJECT_ROOT) not in where, f"nst_exp came from the checkout: {where}"
+    config_dir = subprocess.run([str(installed / "python"), "-c", "import nst_exp; print(nst_exp.CONFIG_DIR)"],
+                                cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    assert config_dir == str(Path(where).parent / "conf")  # the wheel's own copy, not the checkout's conf/
     # A user's own config directory, added in front of the packaged configs.
     mine = tmp_path / "myconf" / "pair"
     mine.mkdir(parents=True)
