@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from nst_exp.config.checks import at_least, integer, option, show, within
+from nst_exp.config.checks import at_least, integer, show, within
 from nst_exp.config.choices import (
     Arch,
     Distance,
@@ -221,7 +221,6 @@ class StoppingConf:
     measure: StopOn = StopOn["loss"]  # type: ignore[valid-type]
     center: list[float] | None = None
 
-
     def check(self) -> None:
         integer("callbacks.stopping.window", self.window, 1)
 
@@ -255,7 +254,3 @@ class CallbacksConf:
     wandb: Any = None
     summary: Any = None
     checkpoint: Any = None
-
-
-def judge_enabled(callbacks: Any) -> bool:
-    return option(callbacks, "judge") is not None
