@@ -89,8 +89,9 @@ class LossConf:
     normalize_gradients: bool = False
 
     def check(self) -> None:
-        if self.reference_pixels is not None:
-            integer("loss.reference_pixels", self.reference_pixels, 1, note=" or null (raw sum)")
+        if self.reference_pixels is not None and self.reference_pixels < 1:
+            raise ConfigError(f"loss.reference_pixels={self.reference_pixels}: must be a positive integer or null "
+                              "(raw sum)")
 
 
 @dataclass
@@ -111,7 +112,7 @@ class InitConf:
 class PathsConf:
     data_dir: str = MISSING
     output_root: str = MISSING
-    output_dir: str = MISSING
+    output_dir: str | None = MISSING  # ${hydra:runtime.output_dir}: None for --cfg job --resolve
 
 
 # --- optimizers: a base per file (optimizer/<name>.yaml lists base_<name> first) -------------
