@@ -15,17 +15,23 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def shown(value: Any) -> str:
+    """A number as the user typed it: a float field holds ``-1`` as -1.0, shown as -1."""
+    text = repr(value)
+    return text[:-2] if isinstance(value, float) and text.endswith(".0") else text
+
+
 def at_least(field: str, value: Any, low: float, strict: bool = False, note: str = "") -> None:
     """A finite number >= ``low`` (> with ``strict``); ``note`` ends the message (``or null ...``)."""
     if not finite(value) or value < low or (strict and value == low):
-        raise ConfigError(f"{field}={value!r}: must be a finite number {'>' if strict else '>='} {low:g}{note}")
+        raise ConfigError(f"{field}={shown(value)}: must be a finite number {'>' if strict else '>='} {low:g}{note}")
 
 
 def integer(field: str, value: Any, low: int, high: int | None = None, note: str = "") -> None:
     """An integer in [low, high] (no upper bound without ``high``)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
         span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{field}={value!r}: must be an integer {span}{note}")
+        raise ConfigError(f"{field}={shown(value)}: must be an integer {span}{note}")
 
 
 def within(field: str, value: Any, interval: str) -> None:
@@ -34,7 +40,7 @@ def within(field: str, value: Any, interval: str) -> None:
     ok = finite(value) and (low <= value if interval[0] == "[" else low < value) and (
         value <= high if interval[-1] == "]" else value < high)
     if not ok:
-        raise ConfigError(f"{field}={value!r}: must be a number in {interval}")
+        raise ConfigError(f"{field}={shown(value)}: must be a number in {interval}")
 
 
 def int_list(values: Any, minimum: int) -> bool:
