@@ -6,6 +6,7 @@ Hydra raises them (nst_exp/config/errors.py), with Hydra started once; nothing i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 
 from conftest import FAST, compose_cfg, run_cli
 from nst_exp import CONFIG_DIR
-from nst_exp.config.errors import describe
+from nst_exp.config.errors import config_errors, describe
 
 # The shipped optimizers, whatever they are when this runs (adam, lbfgs, ...).
 OPTIMIZERS = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml")))
@@ -72,3 +73,23 @@ def test_choices_from_a_users_config_dir_count(tmp_path: Path) -> None:
     result = run_cli("--config-dir", str(tmp_path), "optimizer=nope", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 2
     assert "mine" in result.stderr.strip().split("choose one of ")[1].split(", ")
+
+
+def test_config_errors_is_one_line_exit_2_and_cleans_up(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    cleaned = []
+    with pytest.raises(SystemExit) as exit_info, config_errors(cleanup=lambda: cleaned.append(True)):
+        compose_cfg("optimizer.lrr=1")
+    assert exit_info.value.code == 2 and cleaned == [True]
+    assert capsys.readouterr().err == "error: optimizer.lrr: no such key; did you mean optimizer.lr?\n"
+    assert "HYDRA_FULL_ERROR" not in os.environ  # set only while Hydra runs
+
+
+def test_other_errors_and_a_users_full_error_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(RuntimeError), config_errors():  # a bug keeps its traceback
+        raise RuntimeError("a bug")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the user asked for Hydra's full report
+    with pytest.raises(ConfigCompositionException), config_errors():
+        compose_cfg("optimizer.lrr=1")

@@ -30,8 +30,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from nst_exp.config.store import SCHEMA_PREFIX
+from nst_exp.errors import EXIT_USER_ERROR
 
-EXIT_CONFIG_ERROR = 2  # as every user error (runtime/task.py)
 FULL_ERROR = "HYDRA_FULL_ERROR"
 # OmegaConf's words for a value that does not fit the field, and what the line says instead.
 EXPECTED = [(r"converted to Integer", "an integer"), (r"converted to Float", "a number"),
@@ -80,7 +80,8 @@ def _first_line(text: str) -> str:
 def config_errors(cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Run Hydra inside: a config error runs ``cleanup`` (a sweep's dir made before its jobs
     failed to compose), prints ``error: <one line>`` and exits with status 2."""
-    if FULL_ERROR in os.environ:  # the user asked for Hydra's full report
+    before = os.environ.get(FULL_ERROR)
+    if before == "1":  # the user asked for Hydra's full report
         yield
         return
     os.environ[FULL_ERROR] = "1"
@@ -89,6 +90,9 @@ def config_errors(cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
     except (ConfigCompositionException, OverrideParseException) as error:
         cleanup()
         print(f"error: {describe(error)}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_CONFIG_ERROR)
+        sys.exit(EXIT_USER_ERROR)
     finally:
-        os.environ.pop(FULL_ERROR, None)
+        if before is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = before
