@@ -93,3 +93,12 @@ def test_other_errors_and_a_users_full_error_pass_through(monkeypatch: pytest.Mo
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the user asked for Hydra's full report
     with pytest.raises(ConfigCompositionException), config_errors():
         compose_cfg("optimizer.lrr=1")
+
+
+def test_a_mistake_in_a_users_config_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "mine.yaml").write_text("defaults: [base_adam, _self_]\n"
+                                                      "_target_: torch.optim.Adam\nlrr: 0.1\n")
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_cfg("optimizer=mine", f"hydra.searchpath=[file://{tmp_path}]")
+    assert describe(error.value) == "optimizer/mine.yaml: optimizer.lrr: no such key; did you mean optimizer.lr?"

@@ -46,11 +46,14 @@ def describe(error: BaseException) -> str:
         group, _, name = error.missing_cfg_file.rpartition("/")
         choices = sorted(option for option in error.options if not option.startswith(SCHEMA_PREFIX))
         return f"{group}={name}: no such choice; choose one of {', '.join(choices)}"
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    # an override's error is the cause; a config file's (In 'optimizer/mine': ...) the context
+    cause = next((e for e in (error.__cause__, error.__context__) if isinstance(e, OmegaConfBaseException)), error)
+    in_file = re.match(r"In '([^']+)': ", str(error))
+    where = f"{in_file.group(1)}.yaml: " if in_file else ""
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
-        return _unknown_key(cause)
+        return where + _unknown_key(cause)
     if isinstance(cause, ValidationError) and cause.full_key:
-        return f"{cause.full_key}={cause.value!r}: expected {_expected(str(cause))}"
+        return f"{where}{cause.full_key}={cause.value!r}: expected {_expected(str(cause))}"
     return " ".join(_first_line(text) for text in dict.fromkeys([str(error), str(cause)]))
 
 

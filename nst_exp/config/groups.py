@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, ListConfig
 
 from nst_exp.config.checks import at_least, integer, show, within
 from nst_exp.config.choices import (
@@ -40,7 +40,8 @@ class PairConf:
     masks: list[str] | None = None  # one per style image
 
     def check(self) -> None:
-        styles = list(self.style) if not isinstance(self.style, str) else [self.style]
+        styles = [self.style] if isinstance(self.style, str) else list(self.style) if isinstance(
+            self.style, (list, ListConfig)) else []
         if not styles or not all(isinstance(path, str) and path for path in styles):
             raise ConfigError(f"pair.style={show(self.style)}: must be an image path or a non-empty list of paths")
         if self.masks is not None and (len(self.masks) != len(styles) or not all(self.masks)):
