@@ -11,10 +11,11 @@ variable ``HYDRA_FULL_ERROR`` is set, its documented switch to let the exception
 ``config_errors()`` sets it for the run (unless the user set it, who then gets Hydra's own
 report and traceback), catches what composing raises (ConfigCompositionException, also from a
 sweep's jobs, and OverrideParseException) and turns it into one line. Any other exception
-passes untouched: a job's own errors are the failure contract's (runtime/task.py).
-The alternatives: re-parsing argv and composing a second time before Hydra (the previous
-runtime/choices.py) doubles the start-up and still misses sweep values; Hydra's internal
-``_run_hydra`` is private API.
+passes untouched: a job's own errors are the failure contract's (runtime/task.py); a bug in a
+single run shows Python's whole traceback, Hydra's frames included, instead of Hydra's trimmed one.
+The alternatives: re-parsing argv and starting Hydra a second time before the run (the previous
+runtime/choices.py) costs a second start and covered only group choices; calling Hydra's internal
+``_run_hydra`` ourselves is private API.
 """
 
 from __future__ import annotations
