@@ -10,14 +10,18 @@ The package is layered; each layer imports only the ones below it (README, "Deve
     core/        the science in torch + Pillow: VGG features, weights, losses, images
     errors.py    the user-facing error types (one line each, exit 2)
 
-``conf/`` (Hydra configs) and ``data/`` (sample images) ship inside the package, so an
-installed wheel runs from any directory.
+    config/      the config's typed schema, checked once per run; config mistakes in one line
+
+The Hydra configs live in ``conf/`` at the top of the checkout; the wheel ships them inside the
+package as ``nst_exp/conf/`` (pyproject's package-dir), beside ``data/`` (sample images), so an
+installed wheel runs from any directory. ``CONFIG_DIR`` is whichever of the two this copy has:
+a checkout and an editable install read the top-level files, a wheel its own copy.
 """
 
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_DIR / "conf"
+CONFIG_DIR = PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf"
 DATA_DIR = PACKAGE_DIR / "data"
 
 __version__ = "0.2.0"

@@ -7,6 +7,8 @@ Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+EXIT_USER_ERROR = 2  # the exit status of every error below (and of Hydra's config errors: config/errors.py)
+
 
 class UserError(Exception):
     """Base of every error caused by input rather than by the code."""

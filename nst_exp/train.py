@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import hydra
@@ -18,20 +17,20 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from nst_exp import CONFIG_DIR
+from nst_exp.config import check_config
+from nst_exp.config.errors import config_errors
 from nst_exp.core.files import read_json
 from nst_exp.engine.loggers import finish_wandb
-from nst_exp.errors import ConfigError
+from nst_exp.runtime import jobdir
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
 from nst_exp.runtime.checkpoint import find_checkpoint
-from nst_exp.runtime.choices import check_group_choices
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
 from nst_exp.runtime.multiscale import run_scales
 from nst_exp.runtime.resolvers import register_resolvers
 from nst_exp.runtime.signals import lightning_plugins
-from nst_exp.runtime.task import EXIT_USER_ERROR, metric, one_line, report, task_wrapper
+from nst_exp.runtime.task import metric, task_wrapper
 from nst_exp.runtime.tiling import run_tiled, tiled
-from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes; launcher workers import this module too
@@ -40,7 +39,7 @@ quiet_third_party()
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg``, optimise, and return the job's summary.json."""
-    check_config(cfg)  # before anything uses a value (seed_everything refuses some seeds with a traceback)
+    check_config(cfg)  # the one check, before anything uses a value (seed_everything refuses some seeds)
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("scales"):  # coarse-to-fine: one run per scale (nst_exp/runtime/multiscale.py)
@@ -69,9 +68,9 @@ def fit(cfg: DictConfig, init: Tensor | None = None) -> dict[str, Any]:
     return summary
 
 
-# The configs ship inside the package: an installed wheel finds them from any directory, and
-# `--config-dir DIR` adds a user's own directory in front of them.
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+# conf/ at the top of a checkout, or the wheel's copy inside the package (nst_exp/__init__.py);
+# `--config-dir DIR` adds a user's own directory in front of it.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the metric an Optuna sweep minimises (NaN: the job failed).
 
@@ -83,13 +82,9 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Check config-group choices (one line and exit 2 for a bad one), then run Hydra."""
-    try:
-        check_group_choices(sys.argv[1:], CONFIG_DIR)
-    except ConfigError as error:
-        report(one_line(error))
-        sys.exit(EXIT_USER_ERROR)
-    hydra_main()
+    """Run Hydra; a config it cannot compose is one line and exit 2 (nst_exp/config/errors.py)."""
+    with config_errors(cleanup=jobdir.discard_unstarted):
+        hydra_main()
 
 
 def cli() -> None:

@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from nst_exp import CONFIG_DIR
+from nst_exp.config import check_config
+from nst_exp.config.errors import describe
+from nst_exp.errors import ConfigError
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.resolvers import register_resolvers
 
@@ -58,6 +62,18 @@ def compose_cfg(*overrides: str, output_dir: Path | None = None) -> DictConfig:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def config_error(*overrides: str) -> str:
+    """The one line a bad config gets: Hydra's, while composing (an unknown key, a wrong type or
+    choice: nst_exp/config/errors.py), or the schema's range check. Fails if the config is fine."""
+    try:
+        check_config(compose_cfg(*overrides))
+    except ConfigCompositionException as error:
+        return describe(error)
+    except ConfigError as error:
+        return str(error)
+    raise AssertionError(f"{overrides} passed the config checks")
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None

@@ -26,7 +26,8 @@ from nst_exp.runtime.build import build_module
 from nst_exp.runtime.task import EXIT_USER_ERROR, SweepOutcome, task_wrapper
 from nst_exp.train import train
 
-# Each case: (id, make(tmp) -> (overrides, [strings the one line must contain])).
+# Each case: (id, make(tmp) -> (overrides, [strings the one line must contain])). Wrong types and
+# unknown names (steps=many, clamp=sometimes) fail while Hydra composes: tests/test_choices.py.
 Case = Callable[[Path], tuple[list[str], list[str]]]
 
 
@@ -85,14 +86,9 @@ CASES: dict[str, Case] = {
     "nan content_weight": lambda t: (["content_weight=nan"], ["content_weight=nan", "finite"]),
     "inf tv_weight": lambda t: (["tv_weight=inf"], ["tv_weight=inf", "finite"]),
     "steps zero": lambda t: (["steps=0"], ["steps=0", "integer >= 1"]),
-    "steps not a number": lambda t: (["steps=many"], ["steps='many'", "integer >= 1"]),
     "image_size negative": lambda t: (["image_size=-5"], ["image_size=-5", "integer >= 1"]),
     "negative lr": lambda t: (["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
     "style_scale zero": lambda t: (["style_scale=0"], ["style_scale=0", "> 0"]),
-    "unknown clamp": lambda t: (["clamp=sometimes"], ["clamp='sometimes'", "'auto'"]),
-    "unknown init kind": lambda t: (["init.kind=zeros"], ["init.kind='zeros'", "'noise'"]),
-    "unknown precision": lambda t: (["precision=bf16"], ["precision='bf16'", "'bf16-mixed'", "'auto'"]),
-    "unknown pooling": lambda t: (["model.pooling=median"], ["model.pooling='median'", "'avg'"]),
     "caffe weights on vgg16": lambda t: (["model=vgg16", "model.weights=caffe"], ["model.weights=caffe", "vgg16"]),
     "weights missing": lambda t: ([f"model.weights={t}/vgg.pth"], ["model.weights=", "vgg.pth", "no such file"]),
     "weights truncated": lambda t: ([f"model.weights={_weights(t, 'cut.pth', random_state_dict('vgg19', 0), True)}"],
@@ -209,7 +205,7 @@ def test_hydra_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.Captu
                                                    ("loss=huber", ["l1", "l2"]),
                                                    ("init=zeros", ["content", "noise", "style"])])
 def test_unknown_config_choice_lists_the_options(override: str, options: list[str]) -> None:
-    """compose() raises Hydra's error; the CLI checks choices first: one line, exit 2 (test_choices.py)."""
+    """compose() raises Hydra's error; the CLI turns it into one line, exit 2 (test_choices.py)."""
     with pytest.raises(MissingConfigException) as error:
         compose_cfg(override)
     group, choice = override.split("=")

@@ -1,4 +1,4 @@
-"""Every nst_exp/conf/experiment/*.yaml composes, sweeps the jobs the paper asks for, with its settings."""
+"""Every conf/experiment/*.yaml composes, sweeps the jobs the paper asks for, with its settings."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import CONF_DIR, run_cli
 from nst_exp import CONFIG_DIR
+from nst_exp.config import check_config
 from nst_exp.core.layers import layer_weights
 from nst_exp.reporting.multirun import sweep_product
-from nst_exp.runtime.validate import check_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 REQUIRED = {"gatys_fig1_content", "gatys_fig1_style", "gatys_fig3", "gatys_layer_ratio", "gatys_fig5",

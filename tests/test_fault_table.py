@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, compose_cfg
+from nst_exp.config import check_config
 from nst_exp.errors import CheckpointError, ConfigError, ImageError
 from nst_exp.runtime import checkpoint, jobdir, signals
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
 from nst_exp.runtime.task import EXIT_USER_ERROR, task_wrapper
-from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 # 64 px (a real checkpoint), checkpoint at step 3, stopped by SIGTERM at step 5 (test_resume.SignalAt).

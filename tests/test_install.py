@@ -33,17 +33,25 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def pip_install(python: Path, *args: str) -> None:
+    # no PYTHONPATH: pip would take the checkout's nst_exp.egg-info (left by a build) as installed
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                    "--no-index", *args], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ""})
+
+
+def borrow_deps(python: Path) -> None:
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed; returns its bin/ directory."""
     env_dir = tmp_path_factory.mktemp("venv")
     venv.EnvBuilder(with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True)
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    (Path(site) / "borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip_install(env_dir / "bin" / "python", str(wheel))
+    borrow_deps(env_dir / "bin" / "python")
     return env_dir / "bin"
 
 
@@ -56,11 +64,24 @@ def test_wheel_ships_configs_and_sample_images(wheel: Path) -> None:
     assert "hydra_plugins/nst_batched_launcher/batched_launcher.py" in names
 
 
+def test_wheel_holds_every_module_and_config_of_the_checkout(wheel: Path) -> None:
+    """pyproject lists the packages (conf/ is mapped into nst_exp/conf/): a new one must be listed."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(PROJECT_ROOT)) for top in ("nst_exp", "hydra_plugins")
+               for p in (PROJECT_ROOT / top).rglob("*.py")}
+    configs = {"nst_exp/" + str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "conf").rglob("*.yaml")
+               if "local" not in p.parts}
+    assert not (modules | configs) - names
+
+
 def test_installed_wheel_runs_a_job_from_another_directory(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": ""}
     where = subprocess.run([str(installed / "python"), "-c", "import nst_exp; print(nst_exp.__file__)"],
                            cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
     assert str(PROJECT_ROOT) not in where, f"nst_exp came from the checkout: {where}"
+    config_dir = subprocess.run([str(installed / "python"), "-c", "import nst_exp; print(nst_exp.CONFIG_DIR)"],
+                                cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    assert config_dir == str(Path(where).parent / "conf")  # the wheel's own copy, not the checkout's conf/
     # A user's own config directory, added in front of the packaged configs.
     mine = tmp_path / "myconf" / "pair"
     mine.mkdir(parents=True)
@@ -75,3 +96,15 @@ def test_installed_wheel_runs_a_job_from_another_directory(installed: Path, tmp_
     summary = json.loads((job / "summary.json").read_text())
     assert summary["status"] == "ok" and (job / "final.png").is_file()
     assert "chelsea.jpg" in (job / ".hydra" / "config.yaml").read_text()
+
+
+def test_an_editable_install_reads_the_checkouts_conf(tmp_path: Path) -> None:
+    """`pip install -e .`: the same top-level conf/ a checkout reads (nst_exp/__init__.py)."""
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+    python = tmp_path / "venv" / "bin" / "python"
+    borrow_deps(python)  # first: the editable build runs setuptools in this venv
+    pip_install(python, "--no-build-isolation", "-e", str(PROJECT_ROOT))
+    out = subprocess.run([str(python), "-c", "import nst_exp; print(nst_exp.__file__, nst_exp.CONFIG_DIR)"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out == [str(PROJECT_ROOT / "nst_exp" / "__init__.py"), str(PROJECT_ROOT / "conf")]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nst_exp import PACKAGE_DIR
 
-ORDER = ["errors", "core", "engine", "runtime", "batched", "reporting", "train"]
+ORDER = ["errors", "core", "engine", "config", "runtime", "batched", "reporting", "train"]
 PLUGINS_ABOVE = "batched"  # the highest layer a plugin may import
 PLUGINS_DIR = PACKAGE_DIR.parent / "hydra_plugins"
 FORBIDDEN = {"core": ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf"),

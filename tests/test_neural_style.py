@@ -14,13 +14,13 @@ from torch import Tensor
 from torch.optim import LBFGS
 
 from conftest import compose_cfg
+from nst_exp.config import check_config
 from nst_exp.core import weights as W
 from nst_exp.core.losses import tv_loss
 from nst_exp.core.pixel_lbfgs import PixelLBFGS
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.validate import check_config
 
 # fp32 sums of a few thousand products each, against the same sums in another order and with
 # the preset's weights scaled by s^2 and s^4 (seven significant digits in the yaml): 1e-4.

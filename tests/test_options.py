@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import FAST, compose_cfg
+from nst_exp.config import check_config
 from nst_exp.core.denoise import gaussian_denoise
 from nst_exp.core.images import init_image, load_image, to_tensor
 from nst_exp.errors import ConfigError
-from nst_exp.runtime.validate import check_config
 from nst_exp.train import train
 
 

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import FAST, PROJECT_ROOT, compose_cfg
+from nst_exp.config import check_config
 from nst_exp.core.color import COLOR_MODES
 from nst_exp.core.images import load_image, to_pil, to_tensor
 from nst_exp.core.metrics import HIST_BINS, color_distance, ssim
@@ -24,7 +25,6 @@ from nst_exp.core.yardstick import Yardstick, directions, sliced, swd
 from nst_exp.engine.judge import JUDGE_KEYS, JudgeScore
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.validate import check_config
 
 IMAGES = PROJECT_ROOT / "nst_exp" / "data" / "images"
 

@@ -3,7 +3,7 @@
 Hydra's plugin scan imports this module and stores the schema in the ``hydra/launcher`` group as
 ``nst_process``: ``hydra/launcher=nst_process`` composes it, a mistyped key is refused.
 
-The ``joblib`` preset (nst_exp/conf/hydra/launcher/joblib.yaml, the name users type) names the
+The ``joblib`` preset (conf/hydra/launcher/joblib.yaml, the name users type) names the
 same launcher and keys, but cannot extend this schema: where hydra-joblib-launcher is installed
 (the ``sweep`` extra), Hydra validates a preset against the plugin schema of the same name
 (automatic schema matching, deprecated; nst_exp/runtime/console.py hides its warning), and two

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nst_exp.batched.jobs import BatchCallbacks, Job
 from nst_exp.batched.resume import BatchResume, batch_checkpointing
 from nst_exp.batched.rules import BATCHED_OPTIMIZERS, check_batch
+from nst_exp.config import check_config
 from nst_exp.core.files import read_json
 from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.engine.loggers import wandb_run
@@ -33,7 +34,6 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer, objective_terms
 from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.controls import build_init
-from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
 # Keys a batch may vary: per-image loss weights, init image, learning rate (dotted paths).
@@ -73,8 +73,6 @@ def batched_optimizer(cfgs: Sequence[DictConfig]) -> Any:
 
 def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
     """One module for B jobs: the first job's network and targets, each job's init and weights."""
-    for cfg in cfgs[1:]:
-        check_config(cfg)  # build_module checks the first
     check_batch(cfgs)
     first = build_module(cfgs[0])
     spec = first.spec

@@ -24,7 +24,6 @@ import torch
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.summary import SummaryPart
-from nst_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
@@ -43,12 +42,6 @@ class DivergenceGuard(SummaryPart, pl.Callback):
 
     def __init__(self, explode_factor: float | None = 1e3, restarts: int = 0, lr_factor: float = 0.1,
                  check_every: int = 10) -> None:
-        if explode_factor is not None and not explode_factor > 1:
-            raise ConfigError(f"callbacks.divergence.explode_factor={explode_factor!r}: must be > 1 or null")
-        if not isinstance(restarts, int) or restarts < 0:
-            raise ConfigError(f"callbacks.divergence.restarts={restarts!r}: must be an integer >= 0")
-        if not 0 < lr_factor < 1:
-            raise ConfigError(f"callbacks.divergence.lr_factor={lr_factor!r}: must be in (0, 1)")
         self.explode_factor = explode_factor
         self.restarts = restarts
         self.lr_factor = lr_factor

@@ -50,8 +50,6 @@ class StyleTransferModule(pl.LightningModule):
                  augment: NoAugment | None = None, clamp: str = "auto", scheduler: SchedulerFactory | None = None,
                  grad_clip: float | None = None) -> None:
         super().__init__()
-        if clamp not in CLAMP_MODES:
-            raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
         self.automatic_optimization = False
         # LBFGS flattens grads with .view(): the parameter must be contiguous.
         self.image = nn.Parameter(image.detach().clone().contiguous())

@@ -61,8 +61,6 @@ class SpeedUps(pl.Callback):
 
     def __init__(self, channels_last: bool | str = "auto", compile: bool = False,
                  compile_options: dict[str, Any] | None = None) -> None:
-        if channels_last not in (True, False, "auto"):
-            raise ValueError(f"channels_last={channels_last!r} is not one of [true, false, auto]")
         self.channels_last, self.compile = channels_last, bool(compile)
         self.compile_options = dict(compile_options or {})
 

@@ -31,9 +31,6 @@ class StopOnPlateau(SummaryPart, pl.Callback):
 
     def __init__(self, eps: float = 0.0, window: int = 10, measure: str = "loss",
                  center: Sequence[float] | None = None) -> None:
-        if eps < 0 or window < 1 or measure not in STOP_ON:
-            raise ValueError(f"stop_eps={eps!r} must be >= 0, window={window!r} >= 1, "
-                             f"stop_on={measure!r} in {STOP_ON}")
         self.eps, self.window, self.measure = float(eps), int(window), measure
         self.center = None if center is None else torch.tensor([float(c) for c in center]).view(-1, 1, 1)
         self.stopped_early_at: int | None = None

@@ -1,2 +1,2 @@
-"""The process around a run: build it from a Hydra config, validate that config, keep the
+"""The process around a run: build it from a Hydra config (checked by nst_exp/config), keep the
 failure contract (one-line errors, signals), checkpoint and resume, pin devices."""

@@ -25,7 +25,6 @@ from nst_exp.errors import ConfigError
 from nst_exp.runtime.controls import build_init, load_content_and_style, load_controls
 from nst_exp.runtime.job_loggers import job_overrides
 from nst_exp.runtime.reference import reference_images
-from nst_exp.runtime.validate import check_config
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     ``init`` (coarse-to-fine: the previous scale's result) replaces ``cfg.init``, resampled to
     the content's size.
     """
-    check_config(cfg)
     spec, min_edge, why = objective_spec(cfg)
     log.info("Instantiating feature extractor <%s, weights=%s>", cfg.model.arch, cfg.model.weights)
     extractor = instantiate(cfg.model, layers=[*spec.content_layers, *spec.style_layers])

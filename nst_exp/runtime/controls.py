@@ -42,7 +42,7 @@ def style_paths(cfg: DictConfig) -> list[str]:
 
 
 def style_blend(cfg: DictConfig, count: int) -> list[float]:
-    """The blend weights of ``count`` styles, summing to 1 (validate.check_controls checked them)."""
+    """The blend weights of ``count`` styles, summing to 1 (checked by config/schema.py check_blend)."""
     return blend_weights(cfg.get("style_blend"), count)  # the yardstick weighs its paintings alike
 
 

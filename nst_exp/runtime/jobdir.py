@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import IO
@@ -62,6 +63,15 @@ def release(directory: str | Path) -> None:
     handle = _held.pop(Path(os.path.realpath(directory)), None)
     if handle is not None:
         handle.close()
+
+
+def discard_unstarted() -> None:
+    """Remove the dirs this process claimed that hold nothing but the lock and Hydra's
+    multirun.yaml: a sweep whose jobs failed to compose (nst_exp/config/errors.py) leaves no dir."""
+    for path in list(_held):
+        if path.is_dir() and {p.name for p in path.iterdir()} <= {LOCK_NAME, "multirun.yaml"}:
+            release(path)
+            shutil.rmtree(path)
 
 
 def remove_temp_files(directory: Path) -> None:

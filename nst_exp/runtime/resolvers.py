@@ -1,4 +1,5 @@
-"""The OmegaConf resolvers the shipped configs use, registered in one place.
+"""The OmegaConf resolvers the shipped configs use, registered in one place (with the schemas
+the config files extend: nst_exp/config/store.py).
 
 ``register_resolvers()`` runs once when ``nst_exp.train`` is imported (every launcher's
 worker imports it to unpickle the job), and from anything else that composes the configs
@@ -12,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from nst_exp import DATA_DIR
+from nst_exp.config import register_schemas
 
 
 def deterministic(flag: bool | str | None, accelerator: str) -> bool | str:
@@ -65,6 +67,7 @@ RESOLVERS = {
 
 
 def register_resolvers() -> None:
-    """Make every resolver above known to OmegaConf (idempotent)."""
+    """Make every resolver above known to OmegaConf, and the schemas to Hydra (idempotent)."""
     for name, resolver in RESOLVERS.items():
         OmegaConf.register_new_resolver(name, resolver, replace=True)
+    register_schemas()

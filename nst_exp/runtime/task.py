@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from nst_exp.core.files import read_if_complete, read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.summary import Summary, write_summary
-from nst_exp.errors import DiskFullError, OutputDirError, UserError
+from nst_exp.errors import EXIT_USER_ERROR, DiskFullError, OutputDirError, UserError
 from nst_exp.runtime import jobdir
 from nst_exp.runtime.checkpoint import will_resume
 from nst_exp.runtime.signals import hand_on_signal, interrupt_code, stop_signals
@@ -48,7 +48,7 @@ from nst_exp.runtime.sweep_lines import sweep_lines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-EXIT_USER_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 128 + signal.SIGINT, 128 + signal.SIGTERM
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
 
