@@ -157,7 +157,7 @@ def test_batch_probe_resolves_a_job_config_against_its_own_hydra_node() -> None:
 
 def test_slurm_preset_asks_for_one_gpu_per_task_and_a_requeue_signal(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sbatch script submitit writes from nst_exp/conf/hydra/launcher/slurm.yaml, through the
+    """The sbatch script submitit writes from conf/hydra/launcher/slurm.yaml, through the
     launcher's own ``executor()`` (no cluster here: a dummy `srun` on PATH lets submitit build it)."""
     plugin("hydra_submitit_launcher")
     from hydra.utils import instantiate
