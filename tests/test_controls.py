@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,21 @@ def test_batched_launcher_groups_and_builds_controlled_jobs(tiny_pair: tuple[Pat
     assert len(module.styles) == 2 and module.masks.shape[0] == 2 and module.luminance_only
     assert torch.allclose(_chroma(module.image), _chroma(module.content), atol=1e-5)  # both starts: photo chroma
     assert not torch.allclose(module.image[0], module.image[1])  # each job its own start
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["style_transpose=1"], "style_transpose=1: must be true or false"),
+    (["style_transpose=true"], "style_transpose=true: needs style_scale=content (the stretch it transposes), "
+                               "not style_scale=None"),
+])
+def test_bad_style_transpose_is_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_module(compose_cfg(*FAST, *overrides))
+
+
+def test_style_transpose_swaps_the_stretched_styles_height_and_width(tiny_pair: tuple[Path, Path]) -> None:
+    pair = [f"pair.content={tiny_pair[0]}", f"pair.style={tiny_pair[1]}", "style_scale=content"]
+    plain = build_module(compose_cfg(*FAST, *pair))
+    swapped = build_module(compose_cfg(*FAST, *pair, "style_transpose=true"))
+    assert plain.style.shape[-2:] == plain.content.shape[-2:]
+    assert swapped.style.shape[-2:] == plain.content.shape[-2:][::-1]
