@@ -14,23 +14,18 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import Tensor
 
 from nst_exp import CONFIG_DIR
 from nst_exp.config import check_config
 from nst_exp.config.errors import config_errors
-from nst_exp.core.files import read_json
-from nst_exp.engine.loggers import finish_wandb
 from nst_exp.runtime import jobdir
-from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
-from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.devices import pin_job
-from nst_exp.runtime.multiscale import run_scales
 from nst_exp.runtime.resolvers import register_resolvers
-from nst_exp.runtime.signals import lightning_plugins
 from nst_exp.runtime.task import metric, task_wrapper
-from nst_exp.runtime.tiling import run_tiled, tiled
+from nst_exp.strategies.pyramid import run_scales
+from nst_exp.strategies.single import fit
+from nst_exp.strategies.tiled import run_tiled, tiled
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes; launcher workers import this module too
@@ -38,34 +33,15 @@ quiet_third_party()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Build everything from ``cfg``, optimise, and return the job's summary.json."""
+    """Check ``cfg``, run it with the strategy it asks for (nst_exp/strategies), return summary.json."""
     check_config(cfg)  # the one check, before anything uses a value (seed_everything refuses some seeds)
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("scales"):  # coarse-to-fine: one run per scale (nst_exp/runtime/multiscale.py)
+    if cfg.get("scales"):  # coarse-to-fine: one run per scale
         return run_scales(cfg, fit)
-    if tiled(cfg):
+    if tiled(cfg):  # larger than tile_size: tile by tile
         return run_tiled(cfg, None)
-    return fit(cfg)
-
-
-def fit(cfg: DictConfig, init: Tensor | None = None) -> dict[str, Any]:
-    """One untiled run (``init``: a starting image instead of ``cfg.init``); its summary.json."""
-    module = build_module(cfg, init)
-    checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
-    trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False,
-                            plugins=lightning_plugins())
-    log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
-    failed = True
-    try:
-        trainer.fit(module, ckpt_path=checkpoint, weights_only=True)
-        failed = False
-    finally:
-        finish_wandb(failed)
-    summary = read_json(f"{cfg.paths.output_dir}/summary.json")
-    log.info("Done: %s, final loss %s, %s ms/step -> %s", summary["status"], summary["final_loss"],
-             summary["ms_per_step"], summary["image"])
-    return summary
+    return fit(cfg)  # one image
 
 
 # conf/ at the top of a checkout, or the wheel's copy inside the package (nst_exp/__init__.py);

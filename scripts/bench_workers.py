@@ -251,8 +251,8 @@ def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
 
 def run_sweep(spec: dict) -> dict:
     """A sweep over ``style_weights``: one train() per value, or all values as one batch."""
-    from nst_exp.batched.batch import Job, train_batch
     from nst_exp.runtime.build import build_callbacks, build_loggers
+    from nst_exp.strategies.batched.batch import Job, train_batch
     from nst_exp.train import train
 
     start = time.perf_counter()

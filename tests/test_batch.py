@@ -15,15 +15,15 @@ from test_batched_optim import LBFGS_ARGS, objective
 from test_train import check_job_dir, read_metrics
 
 from conftest import FAST, compose_cfg, run_cli
-from nst_exp.batched.batch import batch_key, train_batch
-from nst_exp.batched.jobs import Job, JobOptimizer, JobTrainer
-from nst_exp.batched.optim import BatchedAdam
-from nst_exp.batched.rules import check_batch
 from nst_exp.core.lbfgs import ImageLBFGS
 from nst_exp.engine.guards import reset_optimizer
 from nst_exp.engine.stopping import StopOnPlateau
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_callbacks, build_loggers
+from nst_exp.strategies.batched.batch import batch_key, train_batch
+from nst_exp.strategies.batched.jobs import Job, JobOptimizer, JobTrainer
+from nst_exp.strategies.batched.optim import BatchedAdam
+from nst_exp.strategies.batched.rules import check_batch
 from nst_exp.train import train
 
 STEPS = 8

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from nst_exp.batched.optim import BatchedAdam
 from nst_exp.core.lbfgs import ImageLBFGS
 from nst_exp.core.line_search import strong_wolfe
+from nst_exp.strategies.batched.optim import BatchedAdam
 
 LBFGS_ARGS = {"max_iter": 1, "max_eval": 20, "history_size": 5, "line_search_fn": "strong_wolfe",
               "tolerance_grad": 0.0, "tolerance_change": 0.0}

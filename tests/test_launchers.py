@@ -141,7 +141,7 @@ def test_batch_probe_resolves_a_job_config_against_its_own_hydra_node() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hydra_plugins.nst_batched_launcher.batched_launcher import batch_probe
-    from nst_exp.batched.batch import batch_key
+    from nst_exp.strategies.batched.batch import batch_key
 
     before = HydraConfig.instance().cfg
     # gatys_fig3's content_weight reads ${hydra:runtime.choices.pair}; paths.output_dir the job's dir

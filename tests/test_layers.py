@@ -1,7 +1,7 @@
 """The package's dependency rule (README, "Development"), checked on every module's imports.
 
 Each layer imports only from the layers below it; ``core`` imports neither Lightning nor Hydra,
-``engine`` not Hydra. The Hydra plugins (``hydra_plugins/``, the launchers) sit above ``batched``:
+``engine`` not Hydra. The Hydra plugins (``hydra_plugins/``, the launchers) sit above ``strategies``:
 they may use the package up to it (the runtime's job contract, the batch), never ``reporting`` or
 ``train``, and nothing in ``nst_exp`` imports them (Hydra finds them; the package must run without
 them). A violation names the module and the import.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from nst_exp import PACKAGE_DIR
 
-ORDER = ["errors", "core", "engine", "config", "runtime", "batched", "reporting", "train"]
-PLUGINS_ABOVE = "batched"  # the highest layer a plugin may import
+ORDER = ["errors", "core", "engine", "config", "runtime", "strategies", "reporting", "train"]
+PLUGINS_ABOVE = "strategies"  # the highest layer a plugin may import
 PLUGINS_DIR = PACKAGE_DIR.parent / "hydra_plugins"
 FORBIDDEN = {"core": ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf"),
              "engine": ("hydra",)}
@@ -90,7 +90,7 @@ def test_the_rule_catches_upward_and_forbidden_imports(tmp_path: Path) -> None:
 def test_the_plugin_rule_catches_reporting_train_and_reverse_imports(tmp_path: Path) -> None:
     plugin = tmp_path / "hydra_plugins" / "nst_x"
     plugin.mkdir(parents=True)
-    (plugin / "bad.py").write_text("from nst_exp.batched.batch import batch_key\nimport nst_exp.train\n"
+    (plugin / "bad.py").write_text("from nst_exp.strategies.batched.batch import batch_key\nimport nst_exp.train\n"
                                    "def f():\n    from nst_exp.reporting import compare\n")
     assert plugin_violations(tmp_path / "hydra_plugins") == [
         "hydra_plugins.nst_x.bad imports nst_exp.train (plugins use the package up to batched)",

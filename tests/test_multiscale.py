@@ -1,4 +1,4 @@
-"""Coarse-to-fine scales and tiled optimisation, end to end (runtime/multiscale.py, tiling.py)."""
+"""Coarse-to-fine scales and tiled optimisation, end to end (strategies/pyramid.py, tiling.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from conftest import FAST, compose_cfg, config_error, run_cli
 from nst_exp.config import check_config
 from nst_exp.core.tiles import tile_grid
 from nst_exp.errors import ConfigError
-from nst_exp.runtime import tiling
 from nst_exp.runtime.build import build_module
-from nst_exp.runtime.multiscale import scale_config
+from nst_exp.strategies import tiled as tiling
+from nst_exp.strategies.pyramid import scale_config
 from nst_exp.train import train
 
 # 64 px and up: mkldnn's multi-threaded backward is bit-reproducible there (see test_resume.py)

@@ -3,7 +3,7 @@
     python -m nst_exp.train -m style_weight=1e4,3e4,1e5,3e5 hydra/launcher=batched
 
 Jobs are grouped by everything in their config except the batchable keys
-(``nst_exp.batched.batch.BATCHABLE``); each group of up to ``max_batch`` jobs is optimised together.
+(``nst_exp.strategies.batched.batch.BATCHABLE``); each group of up to ``max_batch`` jobs is optimised together.
 Every job still goes through Hydra's ``run_job`` (its dir, ``.hydra/`` files, Hydra callbacks,
 job logging), but with a task that only builds its callbacks and loggers in its own Hydra
 context; the batch trains afterwards and fills in each job's return value. A job alone in
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class BatchedLauncher(SweepLauncher):
-    """Run batchable jobs as batches (nst_exp.batched.batch), the rest one after another."""
+    """Run batchable jobs as batches (nst_exp.strategies.batched.batch), the rest one after another."""
 
     def __init__(self, max_batch: int = 8) -> None:
         super().__init__()
@@ -58,7 +58,7 @@ class BatchedLauncher(SweepLauncher):
 
     def _groups(self, configs: list[DictConfig]) -> list[list[int]]:
         """Job indices grouped by batch key, groups in order of their first job."""
-        from nst_exp.batched.batch import batch_key
+        from nst_exp.strategies.batched.batch import batch_key
 
         groups: dict[str, list[int]] = {}
         for index, config in enumerate(configs):
@@ -80,13 +80,13 @@ class BatchedLauncher(SweepLauncher):
         The batch runs under the same failure contract as a job (``task_wrapper``): SIGTERM or
         Ctrl-C stop it after the current step with a checkpoint, every running job's
         summary.json says ``interrupted``, and the process exits 143/130; the same command
-        continues it (nst_exp/batched/resume.py).
+        continues it (nst_exp/strategies/batched/resume.py).
         """
-        from nst_exp.batched.batch import Job, prepare_job, train_batch
-        from nst_exp.batched.resume import BatchResume
         from nst_exp.runtime import jobdir
         from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
         from nst_exp.runtime.task import one_line, record_failure, report, run_interruptible, task_wrapper, user_error
+        from nst_exp.strategies.batched.batch import Job, prepare_job, train_batch
+        from nst_exp.strategies.batched.resume import BatchResume
 
         jobs: dict[int, Job] = {}
         resume = BatchResume()

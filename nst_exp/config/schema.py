@@ -98,6 +98,9 @@ class TrainConf:
             value = getattr(self, name)
             if value != "auto" and not isinstance(value, bool):
                 raise ConfigError(f"{name}={value!r}: must be auto, true or false")
+        if self.style_transpose and self.style_scale != "content":
+            raise ConfigError(f"style_transpose=true: needs style_scale=content (the stretch it transposes), "
+                              f"not style_scale={self.style_scale!r}")
         check_yardstick(self)
         check_blend(self.style_blend, self.pair.style)
         check_line_search(self)
@@ -154,7 +157,7 @@ def check_line_search(cfg: TrainConf) -> None:
 
 
 def check_scales(cfg: TrainConf) -> None:
-    """Coarse-to-fine scales and tiling (nst_exp/runtime/multiscale.py, tiling.py)."""
+    """Coarse-to-fine scales and tiling (nst_exp/strategies/pyramid.py, tiling.py)."""
     scales, per_scale = cfg.scales, cfg.steps_per_scale
     if scales is not None and (not int_list(scales, 16) or list(scales) != sorted(set(scales))):
         raise ConfigError(f"scales={show(scales)}: must be a list of increasing integers >= 16 (long edges, px)")
@@ -174,7 +177,7 @@ def check_scales(cfg: TrainConf) -> None:
 
 def check_tiling(cfg: TrainConf) -> None:
     """What tiles do not do (yet) is refused, not silently dropped: a tile is optimised against
-    one style's global Grams, in colour, on the image itself (engine/tiled.py)."""
+    one style's global Grams, in colour, on the image itself (strategies/tile_loop.py)."""
     tile = cfg.tile_size
     if tile is None:
         return

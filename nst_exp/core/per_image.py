@@ -4,7 +4,7 @@ A batched sweep optimises B images at once, one per job; each job may change its
 share of the optimiser only: its learning rate, its memory (a divergence restart), whether it
 still moves (its job has stopped). These settings live in the param group, so the optimiser's
 ``state_dict`` (and with it a checkpoint) carries them. Used by ``nst_exp.core.lbfgs`` and
-``nst_exp.batched.optim``.
+``nst_exp.strategies.batched.optim``.
 """
 
 from __future__ import annotations

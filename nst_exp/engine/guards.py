@@ -148,7 +148,7 @@ def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:
     """Forget the optimiser's memory and multiply its lr by ``lr_factor``; returns the new lr.
 
     A job of a batched sweep gets a handle on its own image's share of the batched optimiser
-    (``nst_exp.batched.jobs.JobOptimizer``) with a ``reset`` of its own: that job's memory and
+    (``nst_exp.strategies.batched.jobs.JobOptimizer``) with a ``reset`` of its own: that job's memory and
     lr change, its batch mates' do not.
     """
     if hasattr(optimizer, "reset"):

@@ -208,7 +208,7 @@ class StyleTransferModule(pl.LightningModule):
         if self.grad_clip is not None:  # Trainer(gradient_clip_val) refuses manual optimisation
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="value")
         detached = {key: value.detach() for key, value in parts.items()}
-        # Batched optimisers (nst_exp.batched.optim) need each image's loss, not the batch total.
+        # Batched optimisers (nst_exp.strategies.batched.optim) need each image's loss, not the batch total.
         loss = detached["loss"] if getattr(optimizer, "per_image_loss", False) else detached["loss"].sum()
         if self._quasi_newton:
             self._cache = (self.image.detach().clone(), loss, self.image.grad.detach().clone(), detached)

@@ -44,7 +44,7 @@ from nst_exp.runtime.signals import Interrupted, defer_to_step_end, pending_sign
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
-TILES_CHECKPOINT = "tiles.ckpt"  # a tiled run's (runtime/tiling.py)
+TILES_CHECKPOINT = "tiles.ckpt"  # a tiled run's (strategies/tiled.py)
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
 
 

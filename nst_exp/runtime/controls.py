@@ -22,7 +22,6 @@ from torch import Tensor
 from nst_exp.core.color import match_histogram, match_luminance, with_chroma
 from nst_exp.core.images import init_image, load_image, load_mask, load_pair, load_style, to_tensor
 from nst_exp.core.yardstick import blend_weights
-from nst_exp.errors import ConfigError
 
 
 @dataclass
@@ -53,14 +52,9 @@ def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) 
 
 
 def style_transpose(cfg: DictConfig) -> bool:
-    """``style_transpose``: only with ``style_scale=content`` (the stretch it transposes)."""
-    value = cfg.get("style_transpose", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"style_transpose={value!r}: must be true or false")
-    if value and cfg.get("style_scale") != "content":
-        raise ConfigError(f"style_transpose=true: needs style_scale=content (the stretch it transposes), "
-                          f"not style_scale={cfg.get('style_scale')!r}")
-    return value
+    """``style_transpose``: the content's shape transposed for the style (yunjey's loader; the
+    schema allows it only with ``style_scale=content``, the stretch it transposes)."""
+    return bool(cfg.get("style_transpose", False))
 
 
 def load_controls(cfg: DictConfig, content: Tensor, first_style: Tensor, min_edge: int = 1,

@@ -61,7 +61,7 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
     it is logged as a warning and the run goes on with its local files only. ``job_type``
     defaults to ``default_job_type()``, ``group``/``name`` to ``job_identity()``. ``id`` continues
     an existing run (a resumed job), else W&B makes a new one. A batched sweep
-    (nst_exp/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
+    (nst_exp/strategies/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
     Online without a network, W&B waits ``init_timeout`` seconds (its own default: 90 per job)
     before giving up; then the run goes on without it, as above.
     """

@@ -29,7 +29,7 @@ REPLACED_DIR = ".replaced"
 # What one run writes into its job dir (summary.json first: it is what reports trust).
 # train.log and .hydra/ stay: Hydra has opened/rewritten them for the new run already.
 RESULTS = ("summary.json", "final.png", "metrics.csv", "snapshots", "checkpoint.ckpt", "tiles.ckpt", "csv")
-SCALE_DIRS = "scale_*"  # a coarse-to-fine job's runs, one per scale (runtime/multiscale.py)
+SCALE_DIRS = "scale_*"  # a coarse-to-fine job's runs, one per scale (strategies/pyramid.py)
 _held: dict[Path, IO[str]] = {}  # this process's locks, by resolved dir
 
 

@@ -10,7 +10,7 @@ previous scale's final.png as written on disk, so a resumed job computes what an
 uninterrupted one does. The job dir gets the last scale's final.png and a summary.json that
 adds every scale's summary and the totals.
 
-Scales larger than ``tile_size`` run tiled (``engine.tiled``): overlapping tiles against the
+Scales larger than ``tile_size`` run tiled (``strategies.tile_loop``): overlapping tiles against the
 whole style image's Gram matrices, feathered together, ``tile_passes`` passes.
 """
 
@@ -32,7 +32,7 @@ from nst_exp.core.images import load_image, to_tensor
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.fingerprint import config_digest
 from nst_exp.runtime.job_loggers import job_identity
-from nst_exp.runtime.tiling import run_tiled, tiled
+from nst_exp.strategies.tiled import run_tiled, tiled
 
 log = logging.getLogger(__name__)
 FitFn = Callable[[DictConfig, "torch.Tensor | None"], dict[str, Any]]

@@ -1,6 +1,6 @@
 """One tiled scale as a job: build the objective, optimise tile by tile, write what a run writes.
 
-Runs when the image's long edge exceeds ``tile_size`` (see ``engine.tiled`` for the method).
+Runs when the image's long edge exceeds ``tile_size`` (see ``strategies.tile_loop`` for the method).
 The scale dir gets what an ordinary run leaves there: ``metrics.csv`` (one row per tile, with
 its pass and index), ``snapshots/pass_XX.png`` after each pass, ``final.png`` and
 ``summary.json`` (losses: the mean over the last pass's tiles, ``loss_basis`` says so;
@@ -32,11 +32,11 @@ from nst_exp.engine.callbacks import where
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.summary import Summary, write_summary
-from nst_exp.engine.tiled import TilePlan, TileProgress, grid, run_tiles
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_loggers, build_module
 from nst_exp.runtime.checkpoint import TILES_CHECKPOINT
 from nst_exp.runtime.fingerprint import fingerprint
+from nst_exp.strategies.tile_loop import TilePlan, TileProgress, grid, run_tiles
 
 log = logging.getLogger(__name__)
 CHECKPOINT = TILES_CHECKPOINT
@@ -122,7 +122,7 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     each a few steps): the run's loggers (W&B gets every tile's losses, the inputs, the summary
     and the comparison row), the yardstick's scores, ``denoise``/``denoise_method`` for
     final.png, box-constrained L-BFGS (the run's optimiser factory) and a divergence guard per
-    tile (engine/tiled.py); what it cannot keep, validate.check_tiling refuses.
+    tile (strategies/tile_loop.py); what it cannot keep, validate.check_tiling refuses.
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """What a batch can and cannot do for its jobs: every refusal of a batched sweep, in one place.
 
 A batch keeps each job's promises (its own stop, divergence restart, checkpoint/resume and
-summary.json; see nst_exp/batched/jobs.py). What it cannot keep it refuses before any work,
+summary.json; see nst_exp/strategies/batched/jobs.py). What it cannot keep it refuses before any work,
 with the project's one-line ``error: field=value: ...``.
 """
 
@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.errors import ConfigError
 
-BATCHED_OPTIMIZERS = {"torch.optim.Adam": "nst_exp.batched.optim.BatchedAdam",
+BATCHED_OPTIMIZERS = {"torch.optim.Adam": "nst_exp.strategies.batched.optim.BatchedAdam",
                       "torch.optim.LBFGS": "torch.optim.LBFGS"}  # per image: nst_exp.core.lbfgs.image_lbfgs
 
 

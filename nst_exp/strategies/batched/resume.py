@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from nst_exp.batched.jobs import BatchCallbacks, Job
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME, Checkpointing
+from nst_exp.strategies.batched.jobs import BatchCallbacks, Job
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nst_exp.batched.jobs import BatchCallbacks, Job
-from nst_exp.batched.resume import BatchResume, batch_checkpointing
-from nst_exp.batched.rules import BATCHED_OPTIMIZERS, check_batch
 from nst_exp.config import check_config
 from nst_exp.core.files import read_json
 from nst_exp.core.lbfgs import image_lbfgs
@@ -34,6 +31,9 @@ from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer, objective_terms
 from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.controls import build_init
+from nst_exp.strategies.batched.jobs import BatchCallbacks, Job
+from nst_exp.strategies.batched.resume import BatchResume, batch_checkpointing
+from nst_exp.strategies.batched.rules import BATCHED_OPTIMIZERS, check_batch
 
 log = logging.getLogger(__name__)
 # Keys a batch may vary: per-image loss weights, init image, learning rate (dotted paths).
