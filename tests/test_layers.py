@@ -93,8 +93,8 @@ def test_the_plugin_rule_catches_reporting_train_and_reverse_imports(tmp_path: P
     (plugin / "bad.py").write_text("from nst_exp.strategies.batched.batch import batch_key\nimport nst_exp.train\n"
                                    "def f():\n    from nst_exp.reporting import compare\n")
     assert plugin_violations(tmp_path / "hydra_plugins") == [
-        "hydra_plugins.nst_x.bad imports nst_exp.train (plugins use the package up to batched)",
-        "hydra_plugins.nst_x.bad imports nst_exp.reporting (plugins use the package up to batched)"]
+        "hydra_plugins.nst_x.bad imports nst_exp.train (plugins use the package up to strategies)",
+        "hydra_plugins.nst_x.bad imports nst_exp.reporting (plugins use the package up to strategies)"]
     runtime = tmp_path / "nst_exp" / "runtime"
     runtime.mkdir(parents=True)
     (runtime / "bad.py").write_text("def f():\n    from hydra_plugins.nst_x.bad import f\n")
