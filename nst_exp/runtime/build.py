@@ -23,6 +23,7 @@ from nst_exp.engine.spec import ObjectiveSpec
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.controls import build_init, load_content_and_style, load_controls
+from nst_exp.runtime.devices import skip_nan_fill
 from nst_exp.runtime.job_loggers import job_overrides
 from nst_exp.runtime.reference import reference_images
 
@@ -128,19 +129,14 @@ def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
 
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
-    """The Lightning Trainer; when it turns on deterministic algorithms, without the NaN fill.
+    """The Lightning Trainer; when it turns on deterministic algorithms, without the NaN fill
+    (``runtime.devices.skip_nan_fill`` says why).
 
     Warns (once per run, also for a batch of jobs) when bf16 was asked for on a device that
     would only emulate it.
-
-    ``torch.use_deterministic_algorithms(True)`` also fills every new ``torch.empty`` tensor
-    with NaN, so that a kernel reading memory it never wrote reads the same thing on each run.
-    Every op of a step writes its whole output, so here the fill is pure cost (4 full-size
-    64-channel maps per step, 3% of a 512 px step); kernel choice, i.e. determinism, is
-    unchanged (tests/test_faults.py and test_resume.py rerun and resume bit-for-bit).
     """
     trainer = instantiate(trainer_cfg, **_with_progress_bar(trainer_cfg, kwargs))
-    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    skip_nan_fill()
     device = trainer.strategy.root_device.type
     if str(trainer.precision).startswith("bf16") and not native_bf16(device):
         log.warning("precision=%s on a %s without bf16 arithmetic of its own: bf16 is emulated and slower "

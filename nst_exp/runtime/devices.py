@@ -81,3 +81,17 @@ def assign(cfg: DictConfig, slot: int, n_slots: int) -> tuple[str, int]:
         device = f"cuda:{slot % gpus}"
     log.info("Device slot %d of %d: device %s, %d CPU thread(s)", slot, n_slots, device, threads)
     return device, threads
+
+
+def skip_nan_fill() -> None:
+    """Turn off torch's NaN fill of new tensors under deterministic algorithms (process-wide).
+
+    ``torch.use_deterministic_algorithms(True)`` (Lightning's ``deterministic``) also fills every
+    new ``torch.empty`` tensor with NaN, so that a kernel reading memory it never wrote reads the
+    same thing on each run. Every op of a step writes its whole output, so here the fill is pure
+    cost (4 full-size 64-channel maps per step, 3% of a 512 px step); kernel choice, i.e.
+    determinism, is unchanged (tests/test_faults.py and test_resume.py rerun and resume bit for
+    bit). It is a torch process setting like the thread counts above, so it lives here, the one
+    module that sets the process's devices and threads.
+    """
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]

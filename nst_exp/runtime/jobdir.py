@@ -30,7 +30,9 @@ REPLACED_DIR = ".replaced"
 # train.log and .hydra/ stay: Hydra has opened/rewritten them for the new run already.
 RESULTS = ("summary.json", "final.png", "metrics.csv", "snapshots", "checkpoint.ckpt", "tiles.ckpt", "csv")
 SCALE_DIRS = "scale_*"  # a coarse-to-fine job's runs, one per scale (strategies/pyramid.py)
-_held: dict[Path, IO[str]] = {}  # this process's locks, by resolved dir
+# This process's locks, by resolved dir. Process-wide by nature: an flock lives as long as its open
+# file in this process; only claim/release/discard_unstarted touch it.
+_held: dict[Path, IO[str]] = {}
 
 
 def claim(directory: str | Path, field: str = "paths.output_dir") -> None:
