@@ -57,7 +57,7 @@ def test_an_added_term_is_weighted_per_image_and_in_the_fingerprint() -> None:
     torch.testing.assert_close(parts["brightness_loss"], expected.reshape(1))
     plain = fingerprint(build_module(compose_cfg(*FAST)))
     added = fingerprint(module)
-    assert "brightness" in added["terms"] and added["terms"] != plain["terms"]
+    assert "brightness" in added["spec.terms"] and added["spec.terms"] != plain["spec.terms"]
 
 
 def test_a_term_can_be_dropped_and_a_zero_weight_costs_nothing() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -47,30 +48,36 @@ def describe(factory: object) -> str:
 
 
 def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[str, Any]:
-    """What defines a run: resuming with any of it changed is an error."""
-    spec = module.spec
+    """What defines a run: resuming with any of it changed is an error.
+
+    Every field of the objective's spec is in it, whatever the field (a new control or term is
+    covered without a line here), with the network, optimiser, augmentation, clamp, image size
+    and seed.
+    """
     augment = {k: v for k, v in vars(module.augment).items() if isinstance(v, (bool, int, float, str))}
+    spec = {f"spec.{item.name}": _summarise(getattr(module.spec, item.name)) for item in fields(module.spec)}
     return {
         "image": list(module.image.shape),
-        "content": _digest(spec.content),
-        "style": _digest(spec.styles[0]),
-        "controls": [[_digest(style) for style in spec.styles[1:]], spec.style_blend,
-                     _digest(spec.masks), spec.luminance_only],  # several styles, masks, color=luminance
+        **spec,
         "network": network_digest(module.extractor),
         "seed": seed,
-        "terms": {name: describe(factory) for name, factory in spec.terms.items()},
-        "weights": {name: weight.tolist() for name, weight in spec.weights.items()},
-        "layers": [dict(spec.content_layers), dict(spec.style_layers)],
-        "loss": f"{spec.options}, tv_space={spec.tv_space}, reference={_digest(*_reference(spec))}",
         "optimizer": describe(module.optimizer_factory),
         "augment": f"{type(module.augment).__name__}{sorted(augment.items())}",
         "clamp": module.clamp,
     }
 
 
-def _reference(spec: Any) -> list[torch.Tensor | None]:
-    """The reference-size images (``loss.reference_edge``), if the run rebalances."""
-    return [None] if spec.reference is None else [spec.reference[0], *spec.reference[1]]
+def _summarise(value: Any) -> Any:
+    """A spec field as comparable, JSON-like data: tensors by digest, factories by description."""
+    if isinstance(value, torch.Tensor):
+        return _digest(value)
+    if isinstance(value, dict):
+        return {str(key): _summarise(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_summarise(item) for item in value]
+    if callable(value) and not isinstance(value, type):
+        return describe(value)
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 # Where a run's files go, what it logs and how often, whether it resumes: none of it changes the
