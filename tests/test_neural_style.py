@@ -16,7 +16,7 @@ from torch.optim import LBFGS
 from conftest import compose_cfg
 from nst_exp.config import check_config
 from nst_exp.core import weights as W
-from nst_exp.core.losses import tv_loss
+from nst_exp.core.losses import _Gram, tv_loss
 from nst_exp.core.pixel_lbfgs import PixelLBFGS
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import ConfigError
@@ -165,3 +165,12 @@ def twin_tv(x: Tensor) -> float:
 def test_bad_tv_reduction_is_refused() -> None:
     with pytest.raises(ConfigError, match="loss.tv_reduction='median'"):
         check_config(compose_cfg("experiment=neural_style", "loss.tv_reduction=median"))
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_gram_backward_is_the_products(nhwc: bool) -> None:
+    """The Gram's one-product backward (dG + dG^T) F, NCHW and NHWC views, against finite
+    differences in float64 (gradcheck's own tolerances)."""
+    flat = torch.randn(2, 12, 5, dtype=torch.double, generator=torch.Generator().manual_seed(0))
+    flat = (flat if nhwc else flat.transpose(1, 2).contiguous()).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: _Gram.apply(t, nhwc), (flat,))

@@ -28,6 +28,28 @@ REDUCTIONS = ("mean", "sum")
 TV_SPACES = ("pixels", "network")  # loss.tv_space: TV of the [0, 1] image or of the network's input
 
 
+class _Gram(torch.autograd.Function):
+    """F F^T with a one-product backward: dL/dF = (dG + dG^T) F.
+
+    Autograd would differentiate ``bmm(F, F^T)`` through both operands: two products the size
+    of the forward one and an accumulation of two F-sized gradients. G's symmetry makes that
+    one product plus a C x C addition (the Gram's backward costs half as much).
+    ``nhwc``: ``flat`` is (B, H*W, C) and G = flat^T flat (the channels_last view, no copy).
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, nhwc: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(flat)
+        ctx.nhwc = nhwc
+        return torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (flat,) = ctx.saved_tensors
+        sym = grad + grad.transpose(1, 2)
+        return (torch.bmm(flat, sym) if ctx.nhwc else torch.bmm(sym, flat)), None
+
+
 def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrix F F^T.
 
@@ -41,10 +63,9 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     with torch.autocast(features.device.type, enabled=False):  # fp32 even under bf16 autocast
         if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
             flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
-            gram = torch.bmm(flat.transpose(1, 2), flat)
+            gram = _Gram.apply(flat, True)
         else:
-            flat = features.reshape(b, c, h * w)
-            gram = torch.bmm(flat, flat.transpose(1, 2))
+            gram = _Gram.apply(features.reshape(b, c, h * w), False)
     return gram / gram_scale(norm, c, h * w)
 
 
