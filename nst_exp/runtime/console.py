@@ -1,6 +1,7 @@
 """Third-party noise on the console is ours to silence: the warnings filters, in one place.
 
-``quiet_third_party()`` runs once when ``nst_exp.train`` is imported. Each filter names the
+``quiet_third_party()`` runs when ``nst_exp.train`` is imported and again as each job starts
+(``task_wrapper``: a Ray worker unpickles the task without importing ``nst_exp.train``). Each filter names the
 one message it hides and why that message says nothing to a user of nst-exp.
 """
 

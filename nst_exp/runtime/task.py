@@ -43,6 +43,7 @@ from nst_exp.engine.summary import Summary, write_summary
 from nst_exp.errors import EXIT_USER_ERROR, DiskFullError, OutputDirError, UserError
 from nst_exp.runtime import jobdir
 from nst_exp.runtime.checkpoint import will_resume
+from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.signals import hand_on_signal, interrupt_code, stop_signals
 from nst_exp.runtime.sweep_lines import sweep_lines
 
@@ -113,6 +114,7 @@ def task_wrapper(task: Callable[[DictConfig], T], multirun: bool | None = None) 
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T | None:
+        quiet_third_party()  # again here: a Ray worker runs the task without importing nst_exp.train
         sweeping = _is_multirun() if multirun is None else multirun
         started, fresh = time.time(), False
         try:
