@@ -50,7 +50,7 @@ def test_composed_config_is_typed_by_the_schemas() -> None:
     ("optimizer.history_size=0", "optimizer.history_size=0: must be an integer >= 1"),
     ("init.noise=2", "init.noise=2: must be a number in [0, 1]"),
     ("model.pixel_max=-1", "model.pixel_max=-1: must be a finite number > 0"),
-    ("loss.reference_pixels=0", "loss.reference_pixels=0: must be a positive integer or null (raw sum)"),
+    ("loss.reference_edge=0", "loss.reference_edge=0: must be a positive integer (px) or null (raw sums)"),
     ("callbacks.divergence.lr_factor=1", "callbacks.divergence.lr_factor=1: must be a number in (0, 1)"),
     ("callbacks.stopping.window=0", "callbacks.stopping.window=0: must be an integer >= 1"),
     ("scheduler=step", None),  # a valid one: no error

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import nst_exp.runtime.task
-import nst_exp.train
+import nst_exp.strategies.single
 from conftest import FAST, compose_cfg, default_sigint, run_cli
 from nst_exp.engine.callbacks import RunSummary
 from nst_exp.engine.guards import DivergenceGuard
@@ -183,7 +183,7 @@ def test_sweep_verdict_reads_the_job_summaries(tmp_path: Path) -> None:
 def test_a_crashing_sweep_job_is_recorded_and_its_wandb_run_marked_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[bool] = []
-    for module in (nst_exp.train, nst_exp.runtime.task):
+    for module in (nst_exp.strategies.single, nst_exp.runtime.task):
         monkeypatch.setattr(module, "finish_wandb", lambda failed=False: calls.append(failed))
     cfg = compose_cfg(*FAST, "+optimizer.bogus=1", output_dir=tmp_path)  # TypeError inside fit: a "bug"
     assert task_wrapper(train, multirun=True)(cfg) is None  # no exception: the sweep goes on

@@ -82,7 +82,7 @@ def test_gatys_paper_sums_is_the_printed_objective() -> None:
     assert cfg.loss.reference_edge is None and cfg.content_weight == 1e-3 and cfg.style_weight == 2
     assert compose_job("experiment=gatys_paper_sums").image_size == 512
     module = build_module(cfg)
-    assert module.reference is None
+    assert module.spec.reference is None
     image = torch.rand(module.image.shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         loss = module.components(image)
