@@ -5,9 +5,9 @@ the Gram matrix with a selectable normalisation; layer weights w_l, v_l are norm
 to 1 (Gatys et al.'s w_l = 1/|layers|), so a term's weight keeps its meaning across layer sets,
 unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
 TV is the squared (l2) or absolute (l1) neighbour difference, averaged or (``tv_reduction=sum``,
-jcjohnson's TVLoss) summed. Each loss owns its target as a
-buffer, computed once. Several styles: their Grams are blended, A = sum_k b_k G(s_k); with
-masks, each style is matched in its own region (core/guided.py).
+jcjohnson's TVLoss) summed. Each loss owns its target as a buffer, computed once. Several
+styles: their Grams are blended, A = sum_k b_k G(s_k); with masks, each style is matched in its
+own region (core/guided.py). The Gram's backward is one product (``_Gram``).
 
 Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
 small difference of large Gram entries, which 8 mantissa bits would round away.
