@@ -7,7 +7,7 @@ unless ``layers.normalize=false`` keeps them as given (recipes that sum their la
 TV is the squared (l2) or absolute (l1) neighbour difference, averaged or (``tv_reduction=sum``,
 jcjohnson's TVLoss) summed. Each loss owns its target as a buffer, computed once. Several
 styles: their Grams are blended, A = sum_k b_k G(s_k); with masks, each style is matched in its
-own region (core/guided.py).
+own region (core/guided.py). The Gram's backward is one product (``_Gram``).
 
 Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
 small difference of large Gram entries, which 8 mantissa bits would round away.
