@@ -24,10 +24,10 @@ from wandb_records import read_run
 from conftest import FAST, PROJECT_ROOT, compose_cfg, run_cli
 from nst_exp.core.denoise import denoise
 from nst_exp.core.images import load_image, to_tensor
-from nst_exp.engine import tiled as tiled_engine
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import UserError
 from nst_exp.runtime.task import one_line
+from nst_exp.strategies import tile_loop as tiled_engine
 from nst_exp.train import train
 
 pytestmark = pytest.mark.slow
