@@ -43,10 +43,10 @@ def run_worker(spec: dict, timeout: float | None = None) -> dict:
     return json.loads(lines[-1][len("BENCH_RESULT "):])
 
 
-def steady_ms(result: dict, warmup: int) -> float:
+def steady_ms(result: dict, warmup: int, clock: str = "walls") -> float:
     """Mean ms per step after ``warmup`` steps (the worker's wall clock; on a GPU the window's
-    ends are synchronised, see ``sync_at``)."""
-    walls = result["walls"]
+    ends are synchronised, see ``sync_at``; ``clock="cpus"``: the process's CPU time)."""
+    walls = result[clock]
     before = walls[warmup - 1] if warmup else 0.0
     return 1000 * (walls[-1] - before) / (len(walls) - warmup)
 
@@ -66,7 +66,8 @@ def summarise(result: dict, warmup: int, steps: int, peak: float) -> dict:
             "ms_per_eval": 1000 * seconds / n_evals, "gflops": gflops, "pct_peak": 100 * gflops / peak,
             "peak_rss_mb": result["peak_rss_mb"],
             "rss_over_baseline_mb": result["peak_rss_mb"] - result["rss_baseline_mb"],
-            "pixels": result["pixels"], "first_loss": result["losses"][0]}
+            "pixels": result["pixels"], "first_loss": result["losses"][0],
+            "cpu_ms_per_step": steady_ms(result, warmup, "cpus") if "cpus" in result else None}
 
 
 def interleaved_best(specs: dict[str, dict], repeats: int, warmup: int,
@@ -88,10 +89,15 @@ def interleaved_best(specs: dict[str, dict], repeats: int, warmup: int,
     return best
 
 
-def fixed_cost(project_ms: float, bare_ms: float) -> dict:
-    """What the framework adds per step: the difference (ms) and the ratio to the bare loop."""
-    return {"project_ms": round(project_ms, 3), "bare_ms": round(bare_ms, 3),
+def fixed_cost(project_ms: float, bare_ms: float, project_cpu_ms: float | None = None,
+               bare_cpu_ms: float | None = None) -> dict:
+    """What the framework adds per step: the difference (ms) and the ratio to the bare loop;
+    with CPU times, their difference too (with one thread it ignores the machine's other load)."""
+    cost = {"project_ms": round(project_ms, 3), "bare_ms": round(bare_ms, 3),
             "fixed_ms": round(project_ms - bare_ms, 3), "x_bare": round(project_ms / bare_ms, 4)}
+    if project_cpu_ms is not None and bare_cpu_ms is not None:
+        cost["fixed_cpu_ms"] = round(project_cpu_ms - bare_cpu_ms, 3)
+    return cost
 
 
 def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:

@@ -174,15 +174,16 @@ def run_loop(spec: dict, cfg: DictConfig) -> dict:
         loss.backward()
         return loss
 
-    start, counts, sync_at = time.perf_counter(), [], set(spec.get("sync_at", ()))
+    start, cpu0, counts, cpus, sync_at = time.perf_counter(), time.process_time(), [], [], set(spec.get("sync_at", ()))
     for step in range(spec["steps"]):
         losses.append(opt.step(closure).detach())  # stays on the device: no sync per step
         if spec["optimizer"] == "adam":
             with torch.no_grad():
                 x.clamp_(0, 1)
         walls.append(clock(step in sync_at) - start)
+        cpus.append(time.process_time() - cpu0)
         counts.append(evals[0])
-    return {"walls": walls, "losses": [float(v) for v in losses], "evals": counts}
+    return {"walls": walls, "cpus": cpus, "losses": [float(v) for v in losses], "evals": counts}
 
 
 def clock(sync: bool = False) -> float:
@@ -209,12 +210,13 @@ class StepTimer(pl.Callback):
 
     def __init__(self) -> None:
         self.walls: list[float] = []
+        self.cpus: list[float] = []  # process CPU time: with 1 thread, blind to other processes' load
         self.counts: list[int] = []
         self.losses: list[Tensor] = []
         StepTimer.instance = self
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+        self.start, self.cpu0 = time.perf_counter(), time.process_time()
 
     def on_train_batch_start(self, trainer, pl_module, *args) -> None:
         if self.profile_steps and trainer.global_step == self.profile_steps[0]:
@@ -223,6 +225,7 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         self.walls.append(clock(trainer.global_step - 1 in self.sync_at) - self.start)
+        self.cpus.append(time.process_time() - self.cpu0)
         self.counts.append(StepTimer.evals)
         self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
         if self.profile_steps and trainer.global_step == self.profile_steps[1]:
@@ -246,7 +249,8 @@ def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
         cfg.callbacks.bench_timer = {"_target_": "__main__.StepTimer"}
         train(cfg)
     timer = StepTimer.instance
-    return {"walls": timer.walls, "losses": [float(v) for v in timer.losses], "evals": timer.counts}
+    return {"walls": timer.walls, "cpus": timer.cpus, "losses": [float(v) for v in timer.losses],
+            "evals": timer.counts}
 
 
 def run_sweep(spec: dict) -> dict:

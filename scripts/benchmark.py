@@ -87,15 +87,18 @@ def fixed_costs(rows: list[dict]) -> list[dict]:
                     None)
         if row["variant"] == "nst-exp" and bare:
             costs.append({"size": row["size"], "optimizer": row["optimizer"], "precision": row["precision"],
-                          **fixed_cost(row["ms_per_step"], bare["ms_per_step"])})
+                          **fixed_cost(row["ms_per_step"], bare["ms_per_step"], row.get("cpu_ms_per_step"),
+                                       bare.get("cpu_ms_per_step"))})
     return costs
 
 
 def print_fixed_costs(costs: list[dict]) -> None:
-    print("\nfixed cost per step (nst-exp - bare, steady state, each the fastest of --repeats interleaved runs)")
+    print("\nfixed cost per step (nst-exp - bare, steady state, each the fastest of --repeats interleaved runs;"
+          " CPU: process CPU time, which with --threads 1 other processes' load does not inflate)")
     for c in costs:
+        cpu = f", CPU {c['fixed_cpu_ms']:+6.2f} ms/step" if "fixed_cpu_ms" in c else ""
         print(f"  {c['size']:>5} px {c['optimizer']:6} {c['precision']:10} nst-exp {c['project_ms']:8.2f} ms, "
-              f"bare {c['bare_ms']:8.2f} ms: {c['fixed_ms']:+6.2f} ms/step ({c['x_bare']:.3f}x)")
+              f"bare {c['bare_ms']:8.2f} ms: {c['fixed_ms']:+6.2f} ms/step ({c['x_bare']:.3f}x){cpu}")
 
 
 def print_steps(rows: list[dict]) -> None:

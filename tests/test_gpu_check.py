@@ -21,8 +21,9 @@ SECTIONS = ("speed", "first_step", "overhead", "lbfgs_500", "batched_sweep", "jo
 
 @pytest.mark.slow
 def test_dry_run_fills_every_section_with_numbers(tmp_path: Path) -> None:
+    """~2 min on 2 idle cores (20 process starts); the budgets only guard against a hang."""
     proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "gpu_check.py"), "--dry-run",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=1500)
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
     assert tuple(sections) == SECTIONS
