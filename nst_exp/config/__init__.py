@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.config.store import register_schemas
 
-__all__ = ["check_config", "register_schemas"]
+__all__ = ["check_config", "plain", "register_schemas"]
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -34,6 +34,18 @@ def check_config(cfg: DictConfig) -> None:
     """
     for schema, node in _typed_nodes(cfg):
         schema.check(node)
+
+
+def plain(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with every Enum member turned back into its string, interpolations kept.
+
+    The schema's Enums are for composing and checking; what runs gets plain values, so nothing
+    of the schema reaches objects that are pickled (an optimiser's param groups, a checkpoint's
+    fingerprint: ``torch.load(weights_only=True)`` refuses unknown classes) or sent elsewhere.
+    """
+    values = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
+    OmegaConf.set_struct(values, OmegaConf.is_struct(cfg))  # a typo'd key still raises, as in Hydra's
+    return values
 
 
 def _typed_nodes(node: DictConfig) -> Iterator[tuple[Any, DictConfig]]:
