@@ -113,8 +113,8 @@ def test_two_styles_with_blend_one_zero_equal_the_first_alone(tiny_pair: tuple[P
     alone = build_module(compose_cfg(*base, f"pair.style={tiny_pair[1]}")).build_objective()
     both = build_module(compose_cfg(*base, f"pair.style=[{tiny_pair[1]},{other}]", "style_blend=1.0"))
     assert both.style_blend == [1.0, 0.0] and len(both.styles) == 2
-    for layer, loss in both.build_objective().style.items():
-        assert torch.equal(loss.target, alone.style[layer].target)
+    for layer, loss in both.build_objective().terms["style"].losses.items():
+        assert torch.equal(loss.target, alone.terms["style"].losses[layer].target)
 
 
 def test_style_blend_list_is_normalised_and_runs(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:

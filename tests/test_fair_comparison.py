@@ -13,7 +13,8 @@ from PIL import Image
 
 from conftest import FAST, compose_cfg
 from nst_exp.core.augment import RandomAffine
-from nst_exp.core.losses import StyleTransferLoss, gram_matrix, tv_loss
+from nst_exp.core.losses import gram_matrix, tv_loss
+from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.reporting.drawing import loss_plot
 from nst_exp.reporting.multirun import grid_of, load_jobs
 from nst_exp.reporting.report import LOSS_PLOTS, write_report
@@ -74,14 +75,17 @@ def test_gram_and_losses_stay_fp32_under_bf16_autocast() -> None:
     generator = torch.Generator().manual_seed(0)
     style = {"relu1_1": torch.rand(1, 8, 12, 12, generator=generator) + 1}
     content = {"relu2_1": torch.rand(1, 8, 6, 6, generator=generator)}
-    loss = StyleTransferLoss(content, style, {"relu2_1": 1.0}, {"relu1_1": 1.0}, gram_norm="gatys", reduction="sum")
+    loss = from_features(content, style, {"relu2_1": 1.0}, {"relu1_1": 1.0},
+                         LossOptions(gram_norm="gatys", reduction="sum"))
     features = {"relu1_1": (style["relu1_1"] * 1.01).bfloat16(), "relu2_1": content["relu2_1"].bfloat16() + 0.1}
     image = torch.rand(1, 3, 24, 24, generator=generator)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        parts = loss(features, image.bfloat16(), with_tv=True)
+        low = image.bfloat16()
+        parts = loss(Seen(features, low, low))
         assert gram_matrix(features["relu1_1"]).dtype == torch.float32
     assert all(value.dtype == torch.float32 for value in parts.values())
-    exact = loss({k: v.float() for k, v in features.items()}, image.bfloat16().float(), with_tv=True)
+    exact_image = image.bfloat16().float()
+    exact = loss(Seen({k: v.float() for k, v in features.items()}, exact_image, exact_image))
     for key in parts:
         torch.testing.assert_close(parts[key], exact[key], rtol=1e-5, atol=0)
     # what a bf16 Gram would have given: the small difference of large entries is lost

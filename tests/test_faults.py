@@ -74,9 +74,8 @@ def test_batched_images_each_get_their_own_best(tmp_path: Path, monkeypatch: pyt
     k = 3
     single = build_module(compose_cfg(*FAST, "init=noise"))
     weights = {"content": torch.ones(2), "style": torch.full((2,), 1e5), "tv": torch.zeros(2)}
-    module = StyleTransferModule(single.image.detach().repeat(2, 1, 1, 1), single.content, single.style,
-                                 single.extractor, single.content_layers, single.style_layers,
-                                 functools.partial(torch.optim.Adam, lr=0.02), weights)
+    module = StyleTransferModule(single.image.detach().repeat(2, 1, 1, 1), single.spec.with_weights(weights),
+                                 single.extractor, functools.partial(torch.optim.Adam, lr=0.02))
     original = StyleTransferModule._loss_and_grad
 
     def poisoned(self: StyleTransferModule, optimizer, warp):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_experiments import compose_job
 
-from nst_exp.core.losses import StyleTransferLoss
-from nst_exp.engine.tiled import global_objective
+from nst_exp.core.objective import LossOptions, Seen, from_features
+from nst_exp.engine.tiled import TileObjectives
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module
 from nst_exp.runtime.tiling import plan_of
@@ -49,15 +49,15 @@ def test_rebalance_scales_each_term_by_its_reference_energy() -> None:
     style = {"relu1_1": torch.rand(1, 4, 16, 16, generator=generator)}
     features = {name: torch.rand_like(value) for name, value in {**content, **style}.items()}
     image = torch.rand(1, 3, 64, 64, generator=generator)
-    options = {"norm": "l2", "reduction": "sum", "gram_norm": "gatys"}
-    raw = StyleTransferLoss(content, style, {"relu4_2": 1.0}, {"relu1_1": 1.0}, **options)
-    before = raw(features, image)
-    energies = raw.target_energies()
+    options = LossOptions(norm="l2", reduction="sum", gram_norm="gatys")
+    raw = from_features(content, style, {"relu4_2": 1.0}, {"relu1_1": 1.0}, options)
+    before = raw(Seen(features, image, image))
+    energies = raw.energies()
     assert energies["content.relu4_2"] == pytest.approx(float(content["relu4_2"].square().sum()))
     raw.rebalance({"content.relu4_2": 3 * energies["content.relu4_2"], "style.relu1_1": energies["style.relu1_1"] / 2})
-    after = raw(features, image)
-    torch.testing.assert_close(after["content"], 3 * before["content"])
-    torch.testing.assert_close(after["style"], before["style"] / 2)
+    after = raw(Seen(features, image, image))
+    torch.testing.assert_close(after["content_loss"], 3 * before["content_loss"])
+    torch.testing.assert_close(after["style_loss"], before["style_loss"] / 2)
 
 
 def test_a_tiled_run_keeps_the_whole_images_balance() -> None:
@@ -68,7 +68,7 @@ def test_a_tiled_run_keeps_the_whole_images_balance() -> None:
                       "tile_overlap=32")
     module = build_module(cfg)
     whole = module.build_objective().scales
-    tiled = global_objective(module, plan_of(cfg)).scales
+    tiled = TileObjectives(module, plan_of(cfg)).scales
     for key, scale in whole.items():
         share = 256 * 192 / 128**2 if key.startswith("content") else 1.0
         assert tiled[key] == pytest.approx(scale * share, rel=0.15 if key.startswith("content") else 0.02), key

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from nst_exp.core.losses import StyleTransferLoss, distance, gram_matrix, normalise_weights, tv_loss
+from nst_exp.core.losses import distance, gram_matrix, normalise_weights, tv_loss
+from nst_exp.core.objective import Seen, from_features
 
 
 def hand_gram(features: torch.Tensor) -> torch.Tensor:
@@ -56,18 +57,20 @@ def test_layer_weights_are_normalised_to_sum_to_one() -> None:
 def test_objective_components_and_targets_are_buffers() -> None:
     c = {"l1": torch.randn(1, 2, 3, 3)}
     s = {"l1": torch.randn(1, 2, 4, 4), "l2": torch.randn(1, 5, 2, 2)}
-    loss = StyleTransferLoss(c, s, {"l1": 1.0}, {"l1": 0.5, "l2": 0.5})
-    assert list(loss.parameters()) == [] and len(list(loss.buffers())) == 3
+    loss = from_features(c, s, {"l1": 1.0}, {"l1": 0.5, "l2": 0.5})
+    assert list(loss.parameters()) == [] and len(list(loss.buffers())) == 3 + 3  # targets + one weight per term
+    assert loss.columns == ["loss", "content_loss", "style_loss", "tv_loss"] and loss.layers == ["l1", "l2"]
     feats = {"l1": c["l1"].clone(), "l2": s["l2"].clone()}
-    parts = loss(feats, torch.rand(1, 3, 4, 4))
-    assert parts["content"].item() == pytest.approx(0.0)
+    image = torch.rand(1, 3, 4, 4)
+    parts = loss(Seen(feats, image, image))
+    assert parts["content_loss"].item() == pytest.approx(0.0)
     expected_style = 0.5 * distance(gram_matrix(c["l1"]), gram_matrix(s["l1"])).item()
-    assert parts["style"].item() == pytest.approx(expected_style, rel=1e-5)
-    assert "content={'l1': 1.0}" in repr(loss)
+    assert parts["style_loss"].item() == pytest.approx(expected_style, rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(expected_style + tv_loss(image).item(), rel=1e-5)
 
 
 def test_content_target_can_be_replaced_per_step() -> None:
     target = torch.randn(1, 2, 3, 3)
-    loss = StyleTransferLoss({"l": target}, {}, {"l": 1.0}, {})
-    moved = target + 1
-    assert loss({"l": moved}, torch.rand(1, 3, 2, 2), {"l": moved})["content"].item() == 0
+    loss = from_features({"l": target}, {}, {"l": 1.0}, {})
+    moved, image = target + 1, torch.rand(1, 3, 2, 2)
+    assert loss(Seen({"l": moved}, image, image, {"l": moved}))["content_loss"].item() == 0

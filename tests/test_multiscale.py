@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, compose_cfg
+from conftest import FAST, compose_cfg, run_cli
 from nst_exp.core.tiles import tile_grid
 from nst_exp.errors import ConfigError
 from nst_exp.runtime import tiling
@@ -109,6 +109,36 @@ def test_sigterm_in_scale_two_resumes_in_scale_two(tmp_path: Path) -> None:
     assert (job / "scale_64" / "final.png").stat().st_mtime_ns == scale_one  # not run again
     assert resumed["final_loss"] == reference["final_loss"]
     assert (job / "final.png").read_bytes() == (tmp_path / "reference" / "final.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_overrides_redoes_every_scale(tmp_path: Path) -> None:
+    """The same job dir, another style_weight: the earlier scales are moved aside, not reused."""
+    run = ["model.weights=random", "logger=none", "scales=[32,48]", "steps_per_scale=[5,5]", "trainer=cpu",
+           f"hydra.run.dir={tmp_path / 'ms'}"]
+    first = run_cli(*run, "style_weight=1e5", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = json.loads((tmp_path / "ms" / "summary.json").read_text())
+    second = run_cli(*run, "style_weight=1e9", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "already done" not in second.stdout + second.stderr
+    after = json.loads((tmp_path / "ms" / "summary.json").read_text())
+    assert after["final_loss"] != before["final_loss"]
+    (aside,) = (tmp_path / "ms" / ".replaced").iterdir()
+    assert {p.name for p in aside.iterdir()} >= {"summary.json", "final.png", "scale_32", "scale_48"}
+    assert json.loads((aside / "scale_48" / "summary.json").read_text())["final_loss"] == \
+        before["per_scale"][1]["final_loss"]
+
+
+def test_a_scale_made_by_another_config_is_never_reused(tmp_path: Path) -> None:
+    """Resuming (a checkpoint is there) with a changed config: one line, not the old scale."""
+    cfg = compose_cfg(*SCALES, output_dir=tmp_path)
+    scale = tmp_path / "scale_64"
+    scale.mkdir()
+    (scale / "made_by.json").write_text(json.dumps({"config": "someone-else"}))
+    (scale / "summary.json").write_text(json.dumps({"status": "ok", "image": str(tmp_path / "x.png")}))
+    with pytest.raises(ConfigError, match=r"^resume: .*scale_64 was made by a different run"):
+        train(cfg)
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ import torch
 from conftest import FAST, compose_cfg
 from nst_exp.batched.batch import Job, train_batch
 from nst_exp.core.images import load_image, load_pair, to_tensor
-from nst_exp.core.losses import StyleTransferLoss, tv_loss
+from nst_exp.core.losses import tv_loss
 from nst_exp.core.mxnet_sgd import MXNetSGD
+from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.core.weights import CaffePreprocess
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module, build_trainer
@@ -99,16 +100,16 @@ def test_l1_tv_and_tv_of_the_network_input() -> None:
     image[..., 2] = 1.0
     assert tv_loss(image, "l1").item() == pytest.approx(2 / 4) and tv_loss(2 * image, "l1").item() == pytest.approx(1)
     x = torch.rand(1, 3, 5, 6)
-    double = StyleTransferLoss({}, {}, {}, {}, tv_norm="l1", tv_input=torch.nn.Identity())
-    assert double({}, x)["tv"].item() == pytest.approx(tv_loss(x, "l1").item())
-    scaled = StyleTransferLoss({}, {}, {}, {}, tv_norm="l1", tv_input=CaffePreprocess(scale=2.0))
-    assert scaled({}, x)["tv"].item() == pytest.approx(255 / 2 * tv_loss(x, "l1").item(), rel=1e-5)
+    double = from_features({}, {}, {}, {}, LossOptions(tv_norm="l1"), tv_input=torch.nn.Identity())
+    assert double(Seen({}, x, x))["tv_loss"].item() == pytest.approx(tv_loss(x, "l1").item())
+    scaled = from_features({}, {}, {}, {}, LossOptions(tv_norm="l1"), tv_input=CaffePreprocess(scale=2.0))
+    assert scaled(Seen({}, x, x))["tv_loss"].item() == pytest.approx(255 / 2 * tv_loss(x, "l1").item(), rel=1e-5)
 
 
 def test_network_tv_space_goes_through_the_extractors_preprocess() -> None:
     module = build_module(compose_cfg(*FAST, "loss.tv_space=network", "tv_weight=1"))
     objective = module.build_objective()
-    assert objective.tv_input is module.extractor.preprocess
+    assert objective.terms["tv"].tv_input is module.extractor.preprocess
 
 
 def test_style_stretched_to_the_content_and_mxnets_256_scale(tiny_pair: tuple[Path, Path]) -> None:

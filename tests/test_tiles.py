@@ -7,7 +7,16 @@ import torch
 
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.losses import gram_matrix
-from nst_exp.core.tiles import feather, partition, paste, resample, tile_grid, tiled_grams, upsample_with_detail
+from nst_exp.core.tiles import (
+    feather,
+    gram_target,
+    partition,
+    paste,
+    resample,
+    tile_grid,
+    tiled_grams,
+    upsample_with_detail,
+)
 from nst_exp.core.weights import build_extractor
 
 
@@ -52,17 +61,20 @@ def test_paste_blends_through_the_mask() -> None:
     assert image[0, 0, 3, 3] == 0.25 and image[0, 0, 0, 0] == 0
 
 
+@pytest.mark.parametrize("norm", ["chw", "gatys", "sqrt_chw", "none"])
 @pytest.mark.parametrize("width", [48, 40, 36])  # 40 = 16 + 16 + 8; 36 = 16 + 20 (a 4 px strip joins)
-def test_tiled_grams_equal_the_whole_image_grams(width: int) -> None:
+def test_tiled_grams_equal_the_whole_image_grams(width: int, norm: str) -> None:
     """With context covering the image and tile edges on the pooling grid, the sums are exact
-    (each position counted once, also where the image is no multiple of the tile)."""
+    (each position counted once, also where the image is no multiple of the tile), under every
+    Gram normalisation (``sqrt_chw`` and ``none`` depend on the region's size: gram_target)."""
     layers = ["relu1_1", "relu3_1", "relu5_1"]
     extractor: VGGFeatures = build_extractor("vgg19", layers, weights="random", seed=0)
     image = torch.rand(1, 3, 64, width, generator=torch.Generator().manual_seed(0))
-    whole = {name: gram_matrix(f, "chw") for name, f in extractor(image, layers).items()}
-    tiled = tiled_grams(image, lambda x: extractor(x, layers), tile=16, margin=64, norm="chw")
-    for name in layers:
-        torch.testing.assert_close(tiled[name], whole[name], rtol=1e-4, atol=1e-6)
+    whole = {name: (gram_matrix(f, norm), f.shape[-2] * f.shape[-1]) for name, f in extractor(image, layers).items()}
+    tiled = tiled_grams(image, lambda x: extractor(x, layers), tile=16, margin=64)
+    for name in layers:  # rtol: float32 sums in another order (1e-6 typical); same on every CPU
+        gram, positions = whole[name]
+        torch.testing.assert_close(gram_target(tiled[name], positions, norm), gram, rtol=1e-4, atol=1e-6)
 
 
 def test_resample_up_and_down_keeps_range() -> None:

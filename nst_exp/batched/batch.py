@@ -30,7 +30,7 @@ from nst_exp.core.files import read_json
 from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
-from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
+from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer, objective_terms
 from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.controls import build_init
 from nst_exp.runtime.validate import check_config
@@ -54,6 +54,9 @@ def batch_key(cfg: DictConfig) -> str:
         for parent in parents:
             node = node.get(parent, {})
         node.pop(leaf, None)
+    for entry in (resolved.get("objective") or {}).values():
+        if isinstance(entry, dict):
+            entry.pop("weight", None)  # each job's own weight of each term
     if resolved.get("model", {}).get("weights") != "random":
         resolved["model"].pop("seed", None)  # the seed only matters for random weights
     return json.dumps(resolved, sort_keys=True, default=str)
@@ -74,17 +77,12 @@ def build_batched_module(cfgs: Sequence[DictConfig]) -> StyleTransferModule:
         check_config(cfg)  # build_module checks the first
     check_batch(cfgs)
     first = build_module(cfgs[0])
-    content, style = first.content[:1], first.style
-    images = [build_init(cfg, content, style, torch.Generator().manual_seed(cfg.seed)) for cfg in cfgs]
-    weights = {name: torch.tensor([float(cfg[f"{name}_weight"]) for cfg in cfgs])
-               for name in ("content", "style", "tv")}
-    return StyleTransferModule(
-        image=torch.cat(images), content=content, style=first.styles, extractor=first.extractor,
-        content_layers=first.content_layers, style_layers=first.style_layers,
-        optimizer=batched_optimizer(cfgs), weights=weights, loss=first.loss_options,
-        augment=first.augment, clamp=first.clamp, style_blend=first.style_blend, masks=first.masks,
-        luminance_only=first.luminance_only, reference=first.reference,
-    )
+    spec = first.spec
+    images = [build_init(cfg, spec.content, spec.styles[0], torch.Generator().manual_seed(cfg.seed)) for cfg in cfgs]
+    per_job = [objective_terms(cfg)[1] for cfg in cfgs]
+    weights = {name: torch.tensor([weights[name] for weights in per_job]) for name in spec.terms}
+    return StyleTransferModule(image=torch.cat(images), spec=spec.with_weights(weights), extractor=first.extractor,
+                               optimizer=batched_optimizer(cfgs), augment=first.augment, clamp=first.clamp)
 
 
 def prepare_job(cfg: DictConfig, resume: BatchResume | None = None) -> Job:

@@ -27,7 +27,6 @@ from torch import Tensor
 
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.per_image import PerImageControl
-from nst_exp.engine.callbacks import MetricsRecorder
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 
@@ -68,6 +67,8 @@ class ImageSlice:
     style_blend = property(lambda self: self.module.style_blend)
     masks = property(lambda self: self.module.masks)
     device = property(lambda self: self.module.device)
+    spec = property(lambda self: self.module.spec)
+    columns = property(lambda self: self.module.columns)
 
     def evaluate(self) -> dict[str, float]:
         """This image's clamped losses; the batch is evaluated once for all its jobs."""
@@ -180,11 +181,7 @@ class BatchCallbacks(pl.Callback):
 
     # --- checkpointed state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Every job's callback states; pending metrics are flushed first (their rows go in)."""
-        for run in self.running:
-            for callback in run.job.callbacks:
-                if isinstance(callback, MetricsRecorder):
-                    callback.flush(run)
+        """Every job's callback states (each MetricsRecorder flushes its pending rows into its own)."""
         return {"stopped_at": [run.stopped_at for run in self.runs],
                 "jobs": [_callback_states(job.callbacks) for job in self.jobs],
                 "wandb_ids": _wandb_ids(self.jobs)}  # read back before the loggers start (resume.py)

@@ -1,32 +1,24 @@
-"""The whole style-transfer objective on one screen.
-
-    total = content_weight * sum_l w_l D(F_l(x), F_l(c))
-          + style_weight   * sum_l v_l D(G(F_l(x)), G(F_l(s)))
-          + tv_weight      * TV(x)
+"""The comparisons the objective's terms are made of (core/objective.py composes them).
 
 D is the L2 (squared) or L1 distance, averaged ("mean") or summed ("sum") over elements; G is
 the Gram matrix with a selectable normalisation; layer weights w_l, v_l are normalised to sum
-to 1 (Gatys et al.'s w_l = 1/|layers|), so style_weight keeps its meaning across layer sets,
+to 1 (Gatys et al.'s w_l = 1/|layers|), so a term's weight keeps its meaning across layer sets,
 unless ``layers.normalize=false`` keeps them as given (recipes that sum their layer losses).
-TV is the squared (l2) or absolute (l1) neighbour difference, of the pixels or, with a
-``tv_input`` transform, of what the network sees (d2l's TV on the normalised tensor).
-Each loss owns its target as a buffer, computed once. Several styles: their Grams are blended,
-A = sum_k b_k G(s_k); with masks, each style is matched in its own region (core/guided.py).
-``normalize_gradients`` divides each term's gradient by its L1 norm (core/gradnorm.py).
+TV is the squared (l2) or absolute (l1) neighbour difference. Each loss owns its target as a
+buffer, computed once. Several styles: their Grams are blended, A = sum_k b_k G(s_k); with
+masks, each style is matched in its own region (core/guided.py).
 
 Gram matrices and distances are computed in fp32 even under bf16/fp16 autocast: the loss is a
 small difference of large Gram entries, which 8 mantissa bits would round away.
-``rebalance`` keeps the content:style balance of a reference size at any size (see below).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from nst_exp.core.gradnorm import normalized_gradient
 from nst_exp.core.guided import guided_regions
 
 GRAM_NORMS = ("chw", "gatys", "sqrt_chw", "none")
@@ -52,8 +44,13 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
         else:
             flat = features.reshape(b, c, h * w)
             gram = torch.bmm(flat, flat.transpose(1, 2))
-    scale = {"chw": c * h * w, "gatys": 2 * c * h * w, "sqrt_chw": (c * h * w) ** 0.5, "none": 1}[norm]
-    return gram / scale
+    return gram / gram_scale(norm, c, h * w)
+
+
+def gram_scale(norm: str, channels: int, positions: int) -> float:
+    """What ``gram_matrix`` divides F F^T by, for C channels at M positions (see there)."""
+    return {"chw": channels * positions, "gatys": 2 * channels * positions,
+            "sqrt_chw": (channels * positions) ** 0.5, "none": 1}[norm]
 
 
 def distance(input: Tensor, target: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
@@ -110,7 +107,7 @@ class StyleLoss(nn.Module):
 
 def energy(target: Tensor) -> float:
     """A target's energy, the sum of its squares (in float64: Grams of large images are big
-    sums): what ``StyleTransferLoss.rebalance`` compares between sizes."""
+    sums): what ``Objective.rebalance`` compares between sizes."""
     return float(target.double().square().sum())
 
 
@@ -124,88 +121,9 @@ def tv_loss(image: Tensor, norm: str = "l2") -> Tensor:
     return dx + dy
 
 
-def _value(value: Tensor, features: Tensor) -> Tensor:
-    """A term as it is (``normalize_gradients=false``)."""
-    return value
-
-
 def normalise_weights(layers: Sequence[str], weights: Mapping[str, float] | None,
                       normalize: bool = True) -> dict[str, float]:
     """Layer -> weight (default 1), scaled to sum to 1 unless ``normalize`` is false."""
     raw = {layer: float((weights or {}).get(layer, 1.0)) for layer in layers}
     total = sum(raw.values())
     return {layer: w / total for layer, w in raw.items()} if total > 0 and normalize else raw
-
-
-class StyleTransferLoss(nn.Module):
-    """Weighted content + style + TV objective over a dict of layer activations.
-
-    Returns per-image tensors of shape (B,) so batched sweeps can weight each image apart.
-
-    ``rebalance``: a summed content term grows with the pixel count, and every target's size
-    changes with the image's (a painting shrunk to 128 px has more detail per location, so
-    larger Gram entries), so the balance of fixed weights moves with ``image_size``. Once
-    rebalanced, each layer's term is scaled by its target's energy at a reference size over
-    its energy here: at the reference size the objective is unchanged, and at any other size
-    each term pulls as hard, relative to the others, as it does there.
-    """
-
-    def __init__(
-        self,
-        content_features: Mapping[str, Tensor],
-        style_features: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
-        content_layer_weights: Mapping[str, float],
-        style_layer_weights: Mapping[str, float],
-        norm: str = "l2",
-        reduction: str = "mean",
-        gram_norm: str = "chw",
-        tv_norm: str = "l2",
-        tv_input: nn.Module | None = None,
-        style_blend: Sequence[float] | None = None,
-        masks: Tensor | None = None,
-        normalize_gradients: bool = False,
-    ) -> None:
-        super().__init__()
-        self.tv_norm, self.tv_input = tv_norm, tv_input or nn.Identity()
-        self.scales: dict[str, float] = {}  # "content.<layer>" / "style.<layer>" -> factor (rebalance)
-        styles = [style_features] if isinstance(style_features, Mapping) else list(style_features)
-        self.content = nn.ModuleDict({l: ContentLoss(content_features[l], norm, reduction)
-                                      for l in content_layer_weights})
-        self.style = nn.ModuleDict({l: StyleLoss([s[l] for s in styles], norm, reduction, gram_norm,
-                                                 style_blend, masks) for l in style_layer_weights})
-        self.term: Callable[[Tensor, Tensor], Tensor] = normalized_gradient if normalize_gradients else _value
-        self.content_layer_weights = dict(content_layer_weights)
-        self.style_layer_weights = dict(style_layer_weights)
-
-    def forward(self, features: Mapping[str, Tensor], image: Tensor,
-                content_targets: Mapping[str, Tensor] | None = None, with_tv: bool = True,
-                tv_image: Tensor | None = None) -> dict[str, Tensor]:
-        """Unweighted components: content, style, tv (each (B,); tv is 0 unless ``with_tv``).
-
-        ``image`` is what the network saw; TV is taken on ``tv_image`` when given (the image
-        parameter itself, not an augmented crop of it), in fp32 like the rest.
-        """
-        with torch.autocast(image.device.type, enabled=False):
-            zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-            content = sum((w * self.scales.get(f"content.{l}", 1.0)
-                           * self.term(self.content[l](features[l], (content_targets or {}).get(l)), features[l])
-                           for l, w in self.content_layer_weights.items()), zero)
-            style = sum((w * self.scales.get(f"style.{l}", 1.0) * self.term(self.style[l](features[l]), features[l])
-                         for l, w in self.style_layer_weights.items()), zero)
-            tv_source = (image if tv_image is None else tv_image).float()
-            tv = tv_loss(self.tv_input(tv_source), self.tv_norm) if with_tv else zero
-        return {"content": content, "style": style, "tv": tv}
-
-    def target_energies(self) -> dict[str, float]:
-        """Each layer's target energy (sum of squares): content F_l(c), style A_l."""
-        targets = {**{f"content.{l}": m.target for l, m in self.content.items()},
-                   **{f"style.{l}": m.target for l, m in self.style.items()}}
-        return {key: energy(target) for key, target in targets.items()}
-
-    def rebalance(self, reference: Mapping[str, float], current: Mapping[str, float] | None = None) -> None:
-        """Scale each term by ``reference`` / ``current`` target energy (default: this loss's own)."""
-        current = current or self.target_energies()
-        self.scales = {key: reference[key] / value for key, value in current.items() if value > 0 and key in reference}
-
-    def extra_repr(self) -> str:
-        return f"content={self.content_layer_weights}, style={self.style_layer_weights}"

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nst_exp.core.losses import gram_scale
+
 Box = tuple[int, int, int, int]  # top, bottom, left, right (bottom/right exclusive)
 
 
@@ -141,13 +143,14 @@ FeatureFn = Callable[[Tensor], Mapping[str, Tensor]]
 
 
 @torch.no_grad()
-def tiled_grams(image: Tensor, features: FeatureFn, tile: int, margin: int,
-                norm: str = "chw") -> dict[str, Tensor]:
-    """Gram matrix of every layer ``features`` returns, for all of ``image``, one tile at a time.
+def tiled_grams(image: Tensor, features: FeatureFn, tile: int, margin: int) -> dict[str, Tensor]:
+    """The mean outer product f f^T per position of every layer ``features`` returns, for all of
+    ``image``, one tile at a time: a Gram matrix with the size taken out.
 
-    Equals ``gram_matrix(features(image)[l], norm)`` up to the tiles' border effects (the
-    ``margin`` px of context around each tile hides most of them), while the network only ever
-    sees a (tile + 2 margin)-px square. ``norm`` is that of ``core.losses.gram_matrix``.
+    ``gram_target`` turns it into the Gram target of a region of any size under any
+    normalisation. Equals ``F F^T / M`` of ``features(image)[l]`` up to the tiles' border effects
+    (the ``margin`` px of context around each tile hides most of them), while the network only
+    ever sees a (tile + 2 margin)-px square.
     """
     height, width = image.shape[-2:]
     sums: dict[str, Tensor] = {}
@@ -163,6 +166,10 @@ def tiled_grams(image: Tensor, features: FeatureFn, tile: int, margin: int,
             flat = crop(feats, inner).float().flatten(2)
             sums[name] = sums.get(name, 0) + torch.bmm(flat, flat.transpose(1, 2))
             counts[name] = counts.get(name, 0) + flat.shape[-1]
-    scale = {"chw": 1.0, "gatys": 2.0, "none": None}[norm]
-    return {name: total if scale is None else total / (scale * total.shape[-1] * counts[name])
-            for name, total in sums.items()}
+    return {name: total / counts[name] for name, total in sums.items()}
+
+
+def gram_target(per_position: Tensor, positions: int, norm: str) -> Tensor:
+    """The Gram target of a region of ``positions`` feature positions, normalised as
+    ``core.losses.gram_matrix(norm)`` would normalise that region's own Gram matrix."""
+    return per_position * positions / gram_scale(norm, per_position.shape[-1], positions)

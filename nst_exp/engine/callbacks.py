@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import resource
 import time
 from pathlib import Path
@@ -20,16 +19,17 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.core.denoise import denoise
-from nst_exp.core.files import atomic_path, write_json
+from nst_exp.core.files import atomic_path
 from nst_exp.core.images import save_image, to_pil
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import Summary, SummaryPart, write_summary
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ("loss", "content_loss", "style_loss", "tv_loss")
-# evals: cumulative loss+gradient evaluations (L-BFGS pays several per step, Adam one), so
-# optimisers can be compared per evaluation and per second, not only per step.
-CSV_FIELDS = ("step",) + METRIC_KEYS + ("wall_time_s", "evals")
+# After the objective's columns (loss, then <term>_loss for each term): evals, the cumulative
+# loss+gradient evaluations (L-BFGS pays several per step, Adam one), so optimisers can be
+# compared per evaluation and per second, not only per step.
+TRAILING_FIELDS = ("wall_time_s", "evals")
 
 
 class MetricsRecorder(pl.Callback):
@@ -42,13 +42,17 @@ class MetricsRecorder(pl.Callback):
         self.path = Path(output_dir) / "metrics.csv"
         self.every_n_steps = max(1, int(every_n_steps))
         self.rows: list[dict[str, float]] = []
+        self.columns: list[str] = []  # the objective's, set when training starts
+        self._trainer: pl.Trainer | None = None  # the run (or a batch job's view of it) to flush to
         self._pending: list[tuple[int, float, int, torch.Tensor]] = []
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
         self._resumed_evals = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The rows so far (flushed by whoever checkpoints): a resumed run rewrites the CSV from them."""
+        """The rows so far, pending ones flushed first: a resumed run rewrites the CSV from them."""
+        if self._trainer is not None:
+            self.flush(self._trainer)
         return {"rows": list(self.rows)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -56,14 +60,16 @@ class MetricsRecorder(pl.Callback):
         self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
         self._resumed_evals = int(self.rows[-1].get("evals", 0)) if self.rows else 0
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._start = time.perf_counter() - self._resumed_wall
+        self.columns = list(pl_module.columns)
+        self._trainer = trainer
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         parts = pl_module.last_components
         if not parts:
             return
-        stacked = torch.stack([parts[key].sum() for key in METRIC_KEYS])
+        stacked = torch.stack([parts[key].sum() for key in self.columns])
         evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
         self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
         if trainer.global_step % self.every_n_steps == 0:
@@ -80,21 +86,21 @@ class MetricsRecorder(pl.Callback):
         if not self._pending:
             return
         values = torch.stack([v for *_, v in self._pending]).cpu().tolist()
-        new_rows = [{"step": step, **dict(zip(METRIC_KEYS, vals)), "wall_time_s": round(wall, 4), "evals": evals}
+        new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4), "evals": evals}
                     for (step, wall, evals, _), vals in zip(self._pending, values)]
         self._pending.clear()
         self.rows += new_rows
         self._write_csv()
         for row in new_rows:
             for logger in trainer.loggers:
-                logger.log_metrics({f"train/{k}": row[k] for k in METRIC_KEYS}, step=int(row["step"]))
+                logger.log_metrics({f"train/{k}": row[k] for k in self.columns}, step=int(row["step"]))
         last = new_rows[-1]
-        log.info("step %d  loss %.4g  content %.4g  style %.4g  tv %.4g", last["step"], last["loss"],
-                 last["content_loss"], last["style_loss"], last["tv_loss"])
+        log.info("step %d  %s", last["step"], "  ".join(f"{key.removesuffix('_loss')} {last[key]:.4g}"
+                                                      for key in self.columns))
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(buffer, fieldnames=["step", *self.columns, *TRAILING_FIELDS])
         writer.writeheader()
         writer.writerows(self.rows)
         with atomic_path(self.path) as tmp:
@@ -131,8 +137,8 @@ class RunSummary(pl.Callback):
     """Write ``final.png`` and ``summary.json`` when the run ends, however it ends.
 
     ``denoise`` (0..1) smooths final.png only; the losses are those of the optimised image.
-    Other callbacks may set ``status`` (e.g. ``diverged``), add keys to summary.json through a
-    ``summary_fields()`` method, and receive the written summary through ``on_summary(trainer, summary)``.
+    Callbacks that are a ``SummaryPart`` (engine/summary.py) add keys, may name another status
+    for a run that ended normally (``diverged``), and receive the written summary.
     """
 
     def __init__(self, output_dir: str, denoise: float = 0.0, denoise_method: str = "gaussian") -> None:
@@ -173,44 +179,31 @@ class RunSummary(pl.Callback):
         self.write(trainer, pl_module)
 
     def write(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> dict[str, Any]:
-        """Save the current image and the summary; returns the summary."""
+        """Save the current image and the summary; returns the summary as written."""
         final = save_image(denoise(pl_module.image.detach()[0].clamp(0, 1), self.denoise, self.denoise_method),
                            self.output_dir / "final.png")
         losses = pl_module.evaluate()
         steps = trainer.global_step
         train_time = self._before["train_time_s"] + (self._train_end or time.perf_counter()) - self._train_start
-        summary = {
-            "status": self.status,
-            "final_loss": _finite(losses["loss"]),
-            "content_loss": _finite(losses["content_loss"]),
-            "style_loss": _finite(losses["style_loss"]),
-            "tv_loss": _finite(losses["tv_loss"]),
-            "steps": steps,
-            "wall_time_s": round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
-            "train_time_s": round(train_time, 3),
-            "ms_per_step": round(1000 * train_time / steps, 2) if steps else None,
-            "precision": str(trainer.precision),  # the steps' arithmetic; final_loss is always fp32
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "image": str(final.resolve()),
-            "image_size": list(pl_module.image.shape[-2:]),
-            "wandb": _wandb_run(trainer),
-        }
-        for callback in trainer.callbacks:
-            summary.update(callback.summary_fields() if hasattr(callback, "summary_fields") else {})
-        write_json(self.output_dir / "summary.json", summary)
-        for callback in trainer.callbacks:  # e.g. WandbOutputs: the summary, final image and table row
-            if hasattr(callback, "on_summary"):
-                callback.on_summary(trainer, summary)
-        return summary
+        parts = [callback for callback in trainer.callbacks if isinstance(callback, SummaryPart)]
+        if self.status == "ok":  # ended normally: a part may know better (a divergence stop)
+            self.status = next((status for part in parts if (status := part.run_status())), "ok")
+        summary = Summary(
+            status=self.status, final_loss=losses.pop("loss"), losses=losses, terms=list(pl_module.spec.terms),
+            steps=steps, wall_time_s=round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
+            train_time_s=round(train_time, 3), ms_per_step=round(1000 * train_time / steps, 2) if steps else None,
+            precision=str(trainer.precision),  # the steps' arithmetic; final_loss is always fp32
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            image=str(final.resolve()), image_size=list(pl_module.image.shape[-2:]), wandb=where(trainer.loggers),
+            extra={key: value for part in parts for key, value in part.summary_fields().items()})
+        written = write_summary(self.output_dir, summary)
+        for part in parts:  # e.g. WandbOutputs: the summary, final image and table row
+            part.on_summary(trainer, written)
+        return written
 
 
-def _wandb_run(trainer: pl.Trainer) -> dict[str, str | None] | None:
+def where(loggers: list[pl.loggers.Logger]) -> dict[str, str | None] | None:
     """Where this job's W&B run is, so files on disk lead to it (and back)."""
-    run = wandb_run(trainer.loggers)
+    run = wandb_run(loggers)
     return None if run is None else {"id": run.id, "group": run.group or None, "name": run.name, "dir": str(run.dir)}
-
-
-def _finite(value: float) -> float | None:
-    """JSON has no NaN: non-finite losses are written as null (status says why)."""
-    return value if math.isfinite(value) else None

@@ -22,15 +22,15 @@ import pytorch_lightning as pl
 import torch
 
 from nst_exp.core.lbfgs import quasi_newton
-from nst_exp.engine.callbacks import RunSummary
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import SummaryPart
 from nst_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
 
 
-class DivergenceGuard(pl.Callback):
+class DivergenceGuard(SummaryPart, pl.Callback):
     """Detect a non-finite or exploding loss; restore the best image; restart or stop.
 
     :param explode_factor: a loss above ``explode_factor`` times the best so far is divergence
@@ -136,9 +136,10 @@ class DivergenceGuard(pl.Callback):
         self.events.append(event)
         log.warning("Diverged at step %d (loss %s; best %s at step %s): restored the best image, %s",
                     event["step"], event["loss"], event["best_loss"], event["best_step"], event["action"])
-        summary = next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), None)
-        if summary is not None and not restart:
-            summary.status = "diverged"
+
+    def run_status(self) -> str | None:
+        """``diverged`` once a divergence stopped the run (RunSummary asks when it writes)."""
+        return "diverged" if self.events and self.events[-1]["action"] == "stop" else None
 
     def summary_fields(self) -> dict[str, Any]:
         """summary.json keys: every divergence, and the step of the one that stopped the run."""

@@ -29,17 +29,18 @@ import torch
 from torch import nn
 
 from nst_exp.core.layers import layer_weights
-from nst_exp.core.losses import StyleTransferLoss
 from nst_exp.core.metrics import color_distance, ssim
+from nst_exp.core.objective import LossOptions, Seen, from_features
 from nst_exp.core.weights import build_extractor
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 JUDGE_KEYS = ("judge_loss", "judge_content", "judge_style", "judge_ssim", "judge_color")
 _EXTRACTORS: dict[str, nn.Module] = {}  # one per network: a sweep's jobs in one process share it
 
 
-class JudgeScore(pl.Callback):
+class JudgeScore(SummaryPart, pl.Callback):
     """Add the ``JUDGE_KEYS`` scores of the final image to summary.json.
 
     RunSummary asks for them (``summary_fields``) when it writes the summary, so the order of
@@ -73,11 +74,11 @@ class JudgeScore(pl.Callback):
         content, style = module.content[:1].float(), module.style.float()
         image = module.image.detach()[:1].float().clamp(0, 1)
         styles = [extractor(s.float(), list(self.style_layers)) for s in module.styles]
-        objective = StyleTransferLoss(extractor(content, list(self.content_layers)), styles,
-                                      self.content_layers, self.style_layers,
-                                      style_blend=module.style_blend, masks=module.masks, **self.loss)
-        parts = objective(extractor(image), image, with_tv=False)
-        raw = {"content": float(parts["content"].sum()), "style": float(parts["style"].sum())}
+        objective = from_features(extractor(content, list(self.content_layers)), styles,
+                                  self.content_layers, self.style_layers, LossOptions(**self.loss),
+                                  weights={"tv": 0.0}, style_blend=module.style_blend, masks=module.masks)
+        parts = objective(Seen(extractor(image), image, image))
+        raw = {"content": float(parts["content_loss"].sum()), "style": float(parts["style_loss"].sum())}
         scores = {
             "judge_loss": self.content_weight * raw["content"] + self.style_weight * raw["style"],
             "judge_content": raw["content"],

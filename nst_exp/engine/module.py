@@ -21,12 +21,12 @@ from nst_exp.core.augment import NoAugment, Warp
 from nst_exp.core.color import luminance
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.lbfgs import quasi_newton
-from nst_exp.core.losses import StyleTransferLoss
+from nst_exp.core.objective import Objective, Seen, TermInputs, build_objective
+from nst_exp.engine.spec import ObjectiveSpec
 
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 CLAMP_MODES = ("auto", "step", "end")
-LOGGED = ("loss", "content_loss", "style_loss", "tv_loss")  # each step's, as train/<key>
 
 
 class Forever(IterableDataset):
@@ -38,23 +38,17 @@ class Forever(IterableDataset):
 
 
 class StyleTransferModule(pl.LightningModule):
-    """Optimise ``image`` (B, 3, H, W), RGB in [0, 1], against a fixed objective.
+    """Optimise ``image`` (B, 3, H, W), RGB in [0, 1], against the objective ``spec`` describes.
 
-    ``weights`` holds per-image content/style/TV weights, each a tensor of shape (B,), so a
-    batch of images can be a batch of sweep jobs.
-
-    Artistic controls (runtime/controls.py prepares them): ``style`` may be several images,
-    blended by ``style_blend`` or placed by ``masks`` (K, 1, H, W); ``luminance_only`` shows
-    the network grey images (core/color.py: the image keeps the chroma it starts with).
+    The spec's weights hold one value per image and term, so a batch of images can be a batch
+    of sweep jobs. Artistic controls (runtime/controls.py prepares them): several styles,
+    blended or placed by masks; ``luminance_only`` shows the network grey images
+    (core/color.py: the image keeps the chroma it starts with).
     """
 
-    def __init__(self, image: Tensor, content: Tensor, style: Tensor | Sequence[Tensor], extractor: VGGFeatures,
-                 content_layers: dict[str, float], style_layers: dict[str, float], optimizer: OptimizerFactory,
-                 weights: dict[str, Tensor], loss: dict[str, str] | None = None,
-                 augment: NoAugment | None = None, clamp: str = "auto",
-                 scheduler: SchedulerFactory | None = None, grad_clip: float | None = None,
-                 style_blend: Sequence[float] | None = None, masks: Tensor | None = None,
-                 luminance_only: bool = False, reference: tuple[Tensor, Sequence[Tensor]] | None = None) -> None:
+    def __init__(self, image: Tensor, spec: ObjectiveSpec, extractor: VGGFeatures, optimizer: OptimizerFactory,
+                 augment: NoAugment | None = None, clamp: str = "auto", scheduler: SchedulerFactory | None = None,
+                 grad_clip: float | None = None) -> None:
         super().__init__()
         if clamp not in CLAMP_MODES:
             raise ValueError(f"clamp={clamp!r} is not one of {list(CLAMP_MODES)}")
@@ -62,20 +56,12 @@ class StyleTransferModule(pl.LightningModule):
         # LBFGS flattens grads with .view(): the parameter must be contiguous.
         self.image = nn.Parameter(image.detach().clone().contiguous())
         self.extractor = extractor
-        self.register_buffer("content", content.expand_as(image).contiguous(), persistent=False)
-        styles = [style] if isinstance(style, Tensor) else list(style)
-        for index, each in enumerate(styles):  # style, style_1, ...: buffers follow the module's device
+        self.spec = spec
+        self.register_buffer("content", spec.content.expand_as(image).contiguous(), persistent=False)
+        for index, each in enumerate(spec.styles):  # style, style_1, ...: buffers follow the module's device
             self.register_buffer("style" if index == 0 else f"style_{index}", each, persistent=False)
-        self.style_blend = list(style_blend or [1.0 / len(styles)] * len(styles))
-        self.register_buffer("masks", masks, persistent=False)
-        self.luminance_only = luminance_only
-        self.reference = reference  # content and styles at loss.reference_pixels: see reference_energies
-        for name in ("content", "style", "tv"):
-            self.register_buffer(f"{name}_weight", weights[name].float().reshape(-1), persistent=False)
-        self.uses_tv = bool((weights["tv"] != 0).any())  # decided once, here: no device sync per step
-        self.content_layers, self.style_layers = dict(content_layers), dict(style_layers)
-        self.loss_options = dict(loss or {})
-        self.objective: StyleTransferLoss | None = None
+        self.register_buffer("masks", spec.masks, persistent=False)
+        self.objective: Objective | None = None
         self.augment = augment or NoAugment()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.grad_clip = grad_clip  # element-wise, each evaluation's gradient (engine/module.py)
@@ -84,68 +70,75 @@ class StyleTransferModule(pl.LightningModule):
         self.evaluations = 0  # forward/backward passes so far (cache hits are free): metrics.csv's evals
         self._cache: tuple[Tensor, Tensor, Tensor, dict[str, Tensor]] | None = None
 
+    # --- what the spec says, as the callbacks read it ------------------------------------
+    content_layers = property(lambda self: self.spec.content_layers)
+    style_layers = property(lambda self: self.spec.style_layers)
+    style_blend = property(lambda self: self.spec.style_blend)
+    luminance_only = property(lambda self: self.spec.luminance_only)
+
+    @property
+    def styles(self) -> list[Tensor]:
+        """Every style image (one unless the config lists several), on the module's device."""
+        return [self.style, *(getattr(self, f"style_{index}") for index in range(1, len(self.spec.styles)))]
+
+    @property
+    def columns(self) -> list[str]:
+        """``loss`` and each term's ``<name>_loss``: what metrics.csv, summary.json and loggers hold."""
+        return (self.objective or self.build_objective()).columns
+
+    # --- the objective -------------------------------------------------------------------
     @torch.no_grad()
-    def build_objective(self) -> StyleTransferLoss:
+    def build_objective(self) -> Objective:
         """Encode content and style once, where the module lives (on the GPU if it is there)."""
         self.objective = self.objective_for(self.content[:1], self.styles)
-        if self.reference is not None:
+        if self.spec.reference is not None:
             self.objective.rebalance(self.reference_energies())
         return self.objective
 
     @torch.no_grad()
-    def objective_for(self, content: Tensor, styles: Sequence[Tensor]) -> StyleTransferLoss:
-        """This run's objective (layers, blend, masks, loss options) with these images' targets."""
-        device = self.image.device
-        return StyleTransferLoss(self.extractor(self.view(content.to(device)), list(self.content_layers)),
-                                 [self.extractor(self.view(s.to(device)), list(self.style_layers)) for s in styles],
-                                 self.content_layers, self.style_layers, style_blend=self.style_blend,
-                                 masks=self.masks, **self.objective_options())
+    def objective_for(self, content: Tensor, styles: Sequence[Tensor], **extra: object) -> Objective:
+        """This run's terms, weights, layers and controls with these images' targets (``extra``:
+        more TermInputs fields, e.g. a tiled run's whole-painting ``style_targets``)."""
+        return build_objective(self.spec.terms, {name: w.to(self.device) for name, w in self.spec.weights.items()},
+                               self.term_inputs(content, styles, **extra))
+
+    def term_inputs(self, content: Tensor, styles: Sequence[Tensor], **extra: object) -> TermInputs:
+        """What the terms build their targets from: these images, seen as this run's network sees them."""
+        device, spec = self.image.device, self.spec
+
+        def encode(image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+            return self.extractor(self.view(image.to(device)), list(layers))
+
+        tv_input = self.extractor.preprocess if spec.tv_space == "network" else None  # TV of the network's input
+        return TermInputs(encode=encode, content=content.to(device), styles=[s.to(device) for s in styles],
+                          content_layers=spec.content_layers, style_layers=spec.style_layers, options=spec.options,
+                          style_blend=spec.style_blend, masks=self.masks, tv_input=tv_input, **extra)
 
     def reference_energies(self) -> dict[str, float]:
         """The target energies this run's objective has with its content and styles at the
         reference size (``loss.reference_pixels``): the balance every size keeps."""
-        assert self.reference is not None
-        return self.objective_for(*self.reference).target_energies()
-
-    def objective_options(self) -> dict:
-        """The loss options as StyleTransferLoss takes them (``tv_space`` becomes a TV input)."""
-        options = dict(self.loss_options)
-        options.pop("reference_pixels", None)  # the module rebalances (reference_energies)
-        if options.pop("tv_space", "pixels") == "network":  # TV of what the network sees (d2l)
-            options["tv_input"] = self.extractor.preprocess
-        return options
-
-    @property
-    def styles(self) -> list[Tensor]:
-        """Every style image (one unless the config lists several)."""
-        return [self.style, *(getattr(self, f"style_{index}") for index in range(1, len(self.style_blend)))]
+        assert self.spec.reference is not None
+        return self.objective_for(*self.spec.reference).energies()
 
     def view(self, image: Tensor) -> Tensor:
         """What the network sees of an image: itself, or its luminance (``color=luminance``)."""
-        return luminance(image) if self.luminance_only else image
+        return luminance(image) if self.spec.luminance_only else image
 
     def on_fit_start(self) -> None:
         if self.objective is None:
             self.build_objective()
 
-    # --- the objective -------------------------------------------------------------------
     def components(self, image: Tensor, warp: Warp | None = None) -> dict[str, Tensor]:
-        """Weighted per-image losses of ``image``: content, style, tv and their sum ``loss``."""
-        content_targets = None
+        """Weighted per-image losses of ``image``: each term's ``<name>_loss`` and their sum ``loss``."""
+        objective = self.objective or self.build_objective()
+        content_features = None
         if warp is not None:  # the content target must see the same warp as the image
             with torch.no_grad():
-                content_targets = self.extractor(self.view(self.augment(self.content, warp)), list(self.content_layers))
+                content_features = self.extractor(self.view(self.augment(self.content, warp)),
+                                                  list(self.spec.content_layers))
         seen = self.view(self.augment(image, warp))
-        objective = self.objective or self.build_objective()
         # TV regularises the image being optimised, not the warped crop the network sees.
-        parts = objective(self.extractor(seen), seen, content_targets, with_tv=self.uses_tv, tv_image=image)
-        weighted = {
-            "content_loss": self.content_weight * parts["content"],
-            "style_loss": self.style_weight * parts["style"],
-            "tv_loss": self.tv_weight * parts["tv"],
-        }
-        weighted["loss"] = weighted["content_loss"] + weighted["style_loss"] + weighted["tv_loss"]
-        return weighted
+        return objective(Seen(self.extractor(seen), seen, image, content_features))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -185,7 +178,7 @@ class StyleTransferModule(pl.LightningModule):
         someone reads ``callback_metrics``. ``logger=False``: MetricsRecorder already sends every
         step's values to the loggers, in one copy per flush.
         """
-        for key in LOGGED:
+        for key in parts:
             self.log(f"train/{key}", parts[key].sum(), on_step=True, on_epoch=False, prog_bar=key == "loss",
                      logger=False, batch_size=1)
 

@@ -17,12 +17,13 @@ import pytorch_lightning as pl
 import torch
 
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 STOP_ON = ("loss", "image")
 
 
-class StopOnPlateau(pl.Callback):
+class StopOnPlateau(SummaryPart, pl.Callback):
     """Stop when the loss (or image) changed by less than ``eps`` (relative) over ``window`` steps.
 
     eps = 0 never stops. The loss test is ``|L(t - window) - L(t)| / |L(t - window)| < eps``.

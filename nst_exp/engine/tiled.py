@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from nst_exp.core.lbfgs import quasi_newton
-from nst_exp.core.losses import StyleTransferLoss, energy
-from nst_exp.core.tiles import Box, crop, feather, paste, tile_grid, tiled_grams
+from nst_exp.core.objective import Objective, Seen, balance_scales
+from nst_exp.core.tiles import Box, crop, feather, gram_target, paste, tile_grid, tiled_grams
 from nst_exp.engine.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -62,20 +63,26 @@ def run_tiles(module: StyleTransferModule, plan: TilePlan, progress: TileProgres
               on_tile: TileHook | None = None) -> tuple[Tensor, TileProgress]:
     """Optimise ``module.image`` tile by tile; returns the image and the progress (all done).
 
-    ``module`` supplies the objective (network, layers, weights, loss options, optimiser) and
-    the full-size image, content and style; ``progress`` continues an interrupted run.
+    ``module`` supplies the objective (terms, network, layers, weights, loss options, optimiser)
+    and the full-size image, content and style; ``progress`` continues an interrupted run. A
+    tile whose optimisation diverged (a non-finite loss or pixel) is not pasted: the image keeps
+    what it had there, and the tile's row says ``diverged``.
     """
     progress = progress or TileProgress()
     image = module.image.detach().clone()
     height, width = image.shape[-2:]
-    objective = global_objective(module, plan)
+    objectives = TileObjectives(module, plan)
     while progress.pass_index < plan.passes:
         boxes = grid(plan, height, width, progress.pass_index)
         while progress.tile_index < len(boxes):
             box = boxes[progress.tile_index]
-            result, losses = optimise_tile(module, objective, crop(image, box), crop(module.content[:1], box), plan)
-            paste(image, result, box, feather(box, height, width, plan.overlap))
-            progress.rows.append({"pass": progress.pass_index, "tile": progress.tile_index, **losses})
+            objective = objectives.for_box(box)
+            result, losses = optimise_tile(module, objective, crop(image, box), plan)
+            diverged = not (torch.isfinite(result).all() and math.isfinite(losses.get("loss", math.nan)))
+            if not diverged:
+                paste(image, result, box, feather(box, height, width, plan.overlap))
+            progress.rows.append({"pass": progress.pass_index, "tile": progress.tile_index, **losses,
+                                  "diverged": int(diverged)})
             progress.tile_index += 1
             if on_tile is not None:
                 on_tile(image, progress)
@@ -84,65 +91,66 @@ def run_tiles(module: StyleTransferModule, plan: TilePlan, progress: TileProgres
     return image, progress
 
 
-def global_objective(module: StyleTransferModule, plan: TilePlan) -> nn.Module:
-    """The module's loss with style targets from the whole style image (tiled if large).
+class TileObjectives:
+    """The run's objective for any tile: the tile's own content targets, the whole painting's
+    style statistics (``core.tiles.tiled_grams``, computed once, sized to the tile by
+    ``gram_target``), and the run's balance (``loss.reference_pixels``) with the mean target
+    energies of the first pass's tiles standing for the image's (a tile is balanced like a
+    whole image)."""
 
-    The content targets are placeholders: ``optimise_tile`` sets each tile's own.
-    """
-    style_layers = list(module.style_layers)
-    grams = tiled_grams(module.style, lambda x: module.extractor(x, style_layers), plan.tile,
-                        margin=plan.overlap, norm=module.loss_options.get("gram_norm", "chw"))
-    placeholder = torch.zeros(1, 1, 1, 1)
-    objective = StyleTransferLoss({name: placeholder for name in module.content_layers},
-                                  {name: placeholder for name in style_layers},
-                                  module.content_layers, module.style_layers, **module.objective_options())
-    for name, gram in grams.items():
-        objective.style[name].target = gram
-    if module.reference is not None:
-        objective.rebalance(module.reference_energies(), tiled_energies(module, plan, grams))
-    return objective
+    def __init__(self, module: StyleTransferModule, plan: TilePlan) -> None:
+        self.module, self.plan = module, plan
+        layers = list(module.style_layers)
+        self.per_position = tiled_grams(module.style, lambda x: module.extractor(module.view(x), layers), plan.tile,
+                                        margin=plan.overlap)
+        self.scales: dict[str, float] = {}
+        if module.spec.reference is not None:
+            self.scales = balance_scales(module.reference_energies(), self.mean_energies())
+
+    @torch.no_grad()
+    def for_box(self, box: Box) -> Objective:
+        """The objective of the tile at ``box``."""
+        content = crop(self.module.content[:1], box)
+        positions = {name: feats.shape[-2] * feats.shape[-1]
+                     for name, feats in self.module.extractor(content, list(self.per_position)).items()}
+        norm = self.module.spec.options.gram_norm
+        targets = {name: gram_target(self.per_position[name], positions[name], norm) for name in self.per_position}
+        objective = self.module.objective_for(content, self.module.styles, style_targets=targets)
+        objective.set_scales(self.scales)
+        return objective
+
+    def mean_energies(self) -> dict[str, float]:
+        height, width = self.module.content.shape[-2:]
+        boxes = grid(self.plan, height, width, 0)
+        total: dict[str, float] = {}
+        for box in boxes:
+            for key, value in self.for_box(box).energies().items():
+                total[key] = total.get(key, 0.0) + value / len(boxes)
+        return total
 
 
-@torch.no_grad()
-def tiled_energies(module: StyleTransferModule, plan: TilePlan, grams: dict[str, Tensor]) -> dict[str, float]:
-    """Target energies of a tile's objective: the global style Grams', and the mean over the
-    first pass's tiles of a tile's content features' (a tile is balanced like a whole image)."""
-    height, width = module.content.shape[-2:]
-    boxes = grid(plan, height, width, 0)
-    content: dict[str, float] = {}
-    for box in boxes:
-        for name, feats in module.extractor(crop(module.content[:1], box), list(module.content_layers)).items():
-            content[name] = content.get(name, 0.0) + energy(feats) / len(boxes)
-    return {**{f"style.{name}": energy(gram) for name, gram in grams.items()},
-            **{f"content.{name}": energy for name, energy in content.items()}}
-
-
-def optimise_tile(module: StyleTransferModule, objective: nn.Module, start: Tensor, content: Tensor,
-                  plan: TilePlan) -> tuple[Tensor, dict[str, float]]:
+def optimise_tile(module: StyleTransferModule, objective: Objective, start: Tensor, plan: TilePlan
+                  ) -> tuple[Tensor, dict[str, float]]:
     """``plan.steps`` optimiser steps on one tile; returns it (clamped) and the weighted losses
     at the start of its last step (what the step improved on: no extra evaluation)."""
-    layers = list(module.content_layers)
-    with torch.no_grad():
-        for name, target in module.extractor(content, layers).items():
-            objective.content[name].target = target
     pixels = nn.Parameter(start.detach().clone().contiguous())
     optimizer = module.optimizer_factory([pixels])
     lbfgs = quasi_newton(optimizer)  # clamp=auto: bounded to [0, 1] itself (core.lbfgs.image_lbfgs)
-    weights = {name: float(getattr(module, f"{name}_weight")[0]) for name in ("content", "style", "tv")}
+    per_image = getattr(optimizer, "per_image_loss", False)
+    autocast = (lambda: torch.autocast(pixels.device.type, dtype=torch.bfloat16)) if plan.bf16 and not lbfgs \
+        else contextlib.nullcontext
     last: dict[str, float] = {}
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        autocast = torch.autocast(pixels.device.type, dtype=torch.bfloat16) if plan.bf16 and not lbfgs \
-            else contextlib.nullcontext()
-        with autocast:
-            parts = objective(module.extractor(pixels), pixels, with_tv=weights["tv"] != 0)
-        weighted = {f"{name}_loss": weights[name] * parts[name].float().sum() for name in ("content", "style", "tv")}
-        loss = sum(weighted.values())
-        loss.backward()
+        with autocast():
+            seen = module.view(pixels)
+            parts = objective(Seen(module.extractor(seen), seen, pixels))
+        parts["loss"].sum().backward()
         if not last:
-            last.update({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in weighted.items()}})
-        return loss
+            last.update({key: float(value.detach().sum()) for key, value in parts.items()})
+        loss = parts["loss"].detach()
+        return loss if per_image else loss.sum()
 
     for _ in range(plan.steps):
         last.clear()

@@ -19,18 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import Logger
 
 from nst_exp.core.images import to_pil
+from nst_exp.core.objective import column
 from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 TABLE_KEY = "comparison"
-TABLE_FIGURES = ("final_loss", "content_loss", "style_loss", "tv_loss", *JUDGE_KEYS, "steps", "ms_per_step")
+TRAILING_FIGURES = (*JUDGE_KEYS, "steps", "ms_per_step")  # after final_loss and each term's loss
 
 
-class WandbOutputs(pl.Callback):
+class WandbOutputs(SummaryPart, pl.Callback):
     """Send a run's images, summary and comparison row to its W&B run (see the module doc).
 
     ``overrides``: the job's command-line overrides, the table row's columns (the builder,
@@ -41,17 +44,26 @@ class WandbOutputs(pl.Callback):
         self.overrides = {key.lstrip("+~"): str(value) for key, value in (overrides or {}).items()}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        run = wandb_run(trainer.loggers)
-        if run is None or trainer.global_step > 0:  # a resumed run has its inputs already
-            return
-        import wandb
-
-        run.log({"inputs/content": wandb.Image(to_pil(pl_module.content[0]), caption="content"),
-                 "inputs/style": wandb.Image(to_pil(pl_module.style[0]), caption="style")})
+        if trainer.global_step == 0:  # a resumed run has its inputs already
+            self.send_inputs(trainer.loggers, pl_module)
 
     def on_summary(self, trainer: pl.Trainer, summary: dict[str, Any]) -> None:
         """Called by RunSummary with what it wrote to summary.json."""
-        run = wandb_run(trainer.loggers)
+        self.send_summary(trainer.loggers, summary)
+
+    def send_inputs(self, loggers: list[Logger], module: StyleTransferModule) -> None:
+        """The content and (first) style image, once per run."""
+        run = wandb_run(loggers)
+        if run is None:
+            return
+        import wandb
+
+        run.log({"inputs/content": wandb.Image(to_pil(module.content[0]), caption="content"),
+                 "inputs/style": wandb.Image(to_pil(module.style[0]), caption="style")})
+
+    def send_summary(self, loggers: list[Logger], summary: dict[str, Any]) -> None:
+        """The summary, final image and comparison row (any strategy: tiled runs call this too)."""
+        run = wandb_run(loggers)
         if run is None:
             return
         try:
@@ -70,7 +82,7 @@ class WandbOutputs(pl.Callback):
             return wandb.Image(str(image), caption=caption(summary)) if has_image else None
 
         row = {"run": run.name, **self.overrides, "status": summary.get("status"), "final": final(),
-               **{key: summary.get(key) for key in TABLE_FIGURES}}
+               **{key: summary.get(key) for key in table_figures(summary)}}
         payload: dict[str, Any] = {TABLE_KEY: wandb.Table(columns=list(row), data=[list(row.values())])}
         if has_image:
             payload["final"] = final()
@@ -84,3 +96,8 @@ def caption(summary: dict[str, Any]) -> str:
         if isinstance(summary.get(key), (int, float)):
             parts.append(f"{label} {summary[key]:.4g}")
     return ", ".join(parts)
+
+
+def table_figures(summary: dict[str, Any]) -> list[str]:
+    """The comparison row's numbers: final_loss, each objective term's, the yardstick, the cost."""
+    return ["final_loss", *(column(name) for name in summary.get("terms") or []), *TRAILING_FIGURES]

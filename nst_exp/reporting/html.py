@@ -20,12 +20,12 @@ from PIL import Image
 from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.reporting.drawing import caption, pretty
 from nst_exp.reporting.html_assets import CSS, JS
-from nst_exp.reporting.multirun import Grid, Job
+from nst_exp.reporting.multirun import Grid, Job, term_columns
 from nst_exp.reporting.svg import loss_curves_svg
 
-# The yardstick next to final_loss (what people sort by), the run's own loss parts after it.
-FIGURES = ("final_loss", "judge_loss", "judge_ssim", "judge_color", "judge_content", "judge_style", "content_loss",
-           "style_loss", "tv_loss", "steps", "stopped_early_at", "train_time_s", "ms_per_step")
+# The yardstick next to final_loss (what people sort by), the run's own terms after it (term_columns).
+LEADING = ("final_loss", "judge_loss", "judge_ssim", "judge_color", "judge_content", "judge_style")
+TRAILING = ("steps", "stopped_early_at", "train_time_s", "ms_per_step")
 HIGHER_IS_BETTER = {"judge_ssim"}
 YARDSTICK = JUDGE_KEYS
 SNAPSHOT_EDGE, THUMB_EDGE, MAX_SNAPSHOTS = 96, 64, 12
@@ -119,7 +119,8 @@ def _td(key: str, value: Any, best: dict[str, float]) -> str:
 def table_html(grid: Grid) -> str:
     """Every job's swept values, status, losses and yardstick scores; headers sort."""
     keys = [k.lstrip("+~") for k in grid.keys]
-    figures = [key for key in FIGURES if any((job.summary or {}).get(key) for job in grid.jobs)]  # no all-0/null
+    shown = (*LEADING, *term_columns(grid.jobs), *TRAILING)
+    figures = [key for key in shown if any((job.summary or {}).get(key) for job in grid.jobs)]  # no all-0/null
     arrows = {key: " ↑" if key in HIGHER_IS_BETTER else " ↓" for key in YARDSTICK}
     head = ['<th data-key="job" data-type="num">job</th>', '<th data-key="status" class="text">status</th>']
     head += [f'<th data-key="{escape(k)}" class="text">{escape(k)}</th>' for k in keys]

@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from nst_exp.core.files import read_if_complete
+from nst_exp.core.objective import column
 
 STALE_S = 600  # a job that has written nothing for this long is not running any more
 
@@ -192,3 +193,10 @@ def grid_of(jobs: list[Job]) -> Grid:
     swept = [k for k in keys if len(values[k]) > 1]
     return Grid(swept, {k: values[k] for k in swept}, jobs)
 
+
+
+def term_columns(jobs: list[Job]) -> list[str]:
+    """Every objective term's ``<name>_loss`` column the jobs' summaries hold, in first-seen order
+    (summary.json lists its run's terms under ``terms``)."""
+    names = dict.fromkeys(name for job in jobs for name in (job.summary or {}).get("terms") or [])
+    return [column(name) for name in names]

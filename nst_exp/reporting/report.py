@@ -17,10 +17,9 @@ from nst_exp.core.images import save_image
 from nst_exp.errors import ReportError
 from nst_exp.reporting.drawing import contact_sheet, loss_plot
 from nst_exp.reporting.html import YARDSTICK, report_html
-from nst_exp.reporting.multirun import Grid, Job, common_overrides, grid_of, load_jobs
+from nst_exp.reporting.multirun import Grid, Job, common_overrides, grid_of, load_jobs, term_columns
 
-SUMMARY_COLUMNS = ("final_loss", "content_loss", "style_loss", "tv_loss", *YARDSTICK, "steps", "stopped_early_at",
-                   "wall_time_s", "train_time_s", "ms_per_step")
+RUN_COLUMNS = ("steps", "stopped_early_at", "wall_time_s", "train_time_s", "ms_per_step")
 OUTPUTS = ("report.html", "report.csv", "contact_sheet.png", "losses.png", "losses_evals.png", "losses_time.png",
            "report.md")
 # The loss curves: per step, per evaluation and per second (steps of L-BFGS and Adam differ in cost).
@@ -30,13 +29,13 @@ LOSS_PLOTS = {"losses.png": "step", "losses_evals.png": "evals", "losses_time.pn
 
 def rows(grid: Grid, sweep_dir: Path) -> list[dict[str, object]]:
     """One row per job: number, status, swept values, every override, summary figures, image."""
-    table = []
+    table, terms = [], term_columns(grid.jobs)
     for job in grid.jobs:
         summary = job.summary or {}
         row: dict[str, object] = {"job": job.num, "status": job.status}
         row.update({key.lstrip("+~"): job.overrides.get(key, "") for key in grid.keys})
         row["overrides"] = " ".join(f"{k}={v}" for k, v in job.overrides.items())
-        row.update({key: summary.get(key, "") for key in SUMMARY_COLUMNS})
+        row.update({key: summary.get(key, "") for key in ("final_loss", *terms, *YARDSTICK, *RUN_COLUMNS)})
         row["image"] = str(job.image.relative_to(sweep_dir)) if job.image else ""
         table.append(row)
     return table
@@ -72,9 +71,8 @@ def to_markdown(table: list[dict[str, object]], grid: Grid, sweep_dir: Path, fix
     counts = status_counts(table)
     layout = ("rows: `{}`, columns: `{}`".format(grid.row_key, "`, `".join(grid.column_keys)) if grid.row_key
               else "columns: `{}`".format("`, `".join(grid.column_keys)) if grid.keys else "a single job")
-    shown = ("job", "status", *[k.lstrip("+~") for k in grid.keys], "final_loss", "content_loss",
-             "style_loss", "judge_loss", "judge_ssim", "judge_color", "steps", "stopped_early_at", "train_time_s",
-             "image")
+    shown = ("job", "status", *[k.lstrip("+~") for k in grid.keys], "final_loss", *term_columns(grid.jobs),
+             "judge_loss", "judge_ssim", "judge_color", "steps", "stopped_early_at", "train_time_s", "image")
     lines = [
         f"# Sweep report: `{sweep_dir.name}`",
         "",

@@ -17,8 +17,10 @@ from nst_exp.core.features import min_input_size
 from nst_exp.core.images import load_pair
 from nst_exp.core.layers import layer_weights
 from nst_exp.core.lbfgs import image_lbfgs
+from nst_exp.core.objective import LossOptions, TermFactory
 from nst_exp.core.tiles import upsample_with_detail
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.spec import ObjectiveSpec
 from nst_exp.engine.speed import native_bf16
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.controls import build_init, load_controls, load_styles, style_paths
@@ -35,6 +37,26 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     the content's size.
     """
     check_config(cfg)
+    spec, min_edge, why = objective_spec(cfg)
+    log.info("Instantiating feature extractor <%s, weights=%s>", cfg.model.arch, cfg.model.weights)
+    extractor = instantiate(cfg.model, layers=[*spec.content_layers, *spec.style_layers])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    image = build_init(cfg, spec.content, spec.styles[0], generator)
+    if init is not None:  # the previous scale's result; with color=luminance, sharp chroma from this content
+        image = upsample_with_detail(init, spec.content, float(cfg.get("scale_detail", 0.0)))
+        image = with_chroma(image, spec.content) if spec.luminance_only else image
+    return StyleTransferModule(
+        image=image, spec=spec, extractor=extractor,
+        optimizer=image_lbfgs(instantiate(cfg.optimizer), cfg.clamp),
+        augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
+        scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
+        grad_clip=cfg.get("grad_clip"),
+    )
+
+
+def objective_spec(cfg: DictConfig) -> tuple[ObjectiveSpec, int, str]:
+    """The run's objective (terms, weights, layers, loss options, controls, images), and the
+    smallest edge its deepest layer needs (with the reason, for error messages)."""
     arch = cfg.model.arch
     normalize = cfg.layers.get("normalize", True)  # false: the recipe sums its layer losses
     content_layers = layer_weights(arch, list(cfg.layers.content), cfg.layers.get("content_weights"), "layers.content",
@@ -47,25 +69,33 @@ def build_module(cfg: DictConfig, init: torch.Tensor | None = None) -> StyleTran
     why = f" for layer {deepest} of {arch} (each pooling before it halves the size)"
     content, style = load_content_and_style(cfg, cfg.image_size, min_edge, why)
     controls = load_controls(cfg, content, style, min_edge, why)  # styles, blend, masks, colour
-    log.info("Instantiating feature extractor <%s, weights=%s>", arch, cfg.model.weights)
-    extractor = instantiate(cfg.model, layers=[*content_layers, *style_layers])
-    generator = torch.Generator().manual_seed(cfg.seed)
-    image = build_init(cfg, content, controls.style[0], generator)
-    if init is not None:  # the previous scale's result; with color=luminance, sharp chroma from this content
-        image = upsample_with_detail(init, content, float(cfg.get("scale_detail", 0.0)))
-        image = with_chroma(image, content) if controls.luminance_only else image
-    weights = {name: torch.tensor([float(cfg[f"{name}_weight"])]) for name in ("content", "style", "tv")}
-    return StyleTransferModule(
-        image=image, content=content, style=controls.style, extractor=extractor,
-        content_layers=content_layers, style_layers=style_layers,
-        optimizer=image_lbfgs(instantiate(cfg.optimizer), cfg.clamp), weights=weights,
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        augment=instantiate(cfg.augment) if cfg.get("augment") else None, clamp=cfg.clamp,
-        scheduler=instantiate(cfg.scheduler) if (cfg.get("scheduler") or {}).get("_target_") else None,
-        grad_clip=cfg.get("grad_clip"),
-        style_blend=controls.style_blend, masks=controls.masks, luminance_only=controls.luminance_only,
-        reference=reference_images(cfg, content, min_edge, why),
-    )
+    terms, weights = objective_terms(cfg)
+    loss = cfg.loss
+    spec = ObjectiveSpec(
+        terms=terms, weights={name: torch.tensor([weight]) for name, weight in weights.items()},
+        content=content, styles=controls.style, content_layers=content_layers, style_layers=style_layers,
+        options=LossOptions(norm=loss.get("norm", "l2"), reduction=loss.get("reduction", "mean"),
+                            gram_norm=loss.get("gram_norm", "chw"), tv_norm=loss.get("tv_norm", "l2"),
+                            normalize_gradients=bool(loss.get("normalize_gradients", False))),
+        tv_space=loss.get("tv_space", "pixels"), style_blend=controls.style_blend, masks=controls.masks,
+        luminance_only=controls.luminance_only, reference=reference_images(cfg, content, min_edge, why))
+    return spec, min_edge, why
+
+
+def objective_terms(cfg: DictConfig) -> tuple[dict[str, TermFactory], dict[str, float]]:
+    """The ``objective`` group: each entry a term's ``_target_`` (built with the run's inputs)
+    and its ``weight``; an entry set to null is left out."""
+    factories, weights = {}, {}
+    for name, entry in (cfg.get("objective") or {}).items():
+        if entry is None:
+            continue
+        options = OmegaConf.to_container(entry, resolve=True)
+        assert isinstance(options, dict)
+        weights[str(name)] = float(options.pop("weight", 1.0))
+        factories[str(name)] = instantiate(options, _partial_=True)
+    if not factories:
+        raise ConfigError("objective={}: no terms, nothing to optimise")
+    return factories, weights
 
 
 def load_content_and_style(cfg: DictConfig, edge: int, min_edge: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:

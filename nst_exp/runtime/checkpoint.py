@@ -36,15 +36,15 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_exp.core.files import atomic_path
-from nst_exp.engine.callbacks import MetricsRecorder
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.errors import CheckpointError, ConfigError
 from nst_exp.runtime.fingerprint import fingerprint
-from nst_exp.runtime.signals import Interrupted, StopRequest
+from nst_exp.runtime.signals import Interrupted, defer_to_step_end, pending_signal, stop_at_once
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.ckpt"
+TILES_CHECKPOINT = "tiles.ckpt"  # a tiled run's (runtime/tiling.py)
 RESUME_MODES = ("auto", True, False)
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step", "callbacks")
 
@@ -58,9 +58,12 @@ def resume_mode(cfg: DictConfig) -> Any:
 
 
 def will_resume(cfg: DictConfig) -> bool:
-    """Whether this job continues a checkpoint (so nothing in its dir may be replaced): its own,
-    or in a batched sweep its batch's, which lives in the batch's first job dir."""
-    paths = [Path(cfg.paths.output_dir) / CHECKPOINT_NAME]
+    """Whether this job continues a checkpoint (so nothing in its dir may be replaced): its own
+    (a whole-image run's, a tiled run's, or one in a coarse-to-fine job's scale dirs), or in a
+    batched sweep its batch's, which lives in the batch's first job dir."""
+    job_dir = Path(cfg.paths.output_dir)
+    paths = [job_dir / CHECKPOINT_NAME, job_dir / TILES_CHECKPOINT,
+             *job_dir.glob(f"scale_*/{CHECKPOINT_NAME}"), *job_dir.glob(f"scale_*/{TILES_CHECKPOINT}")]
     if cfg.get("batch_checkpoint"):  # set by hydra/launcher=batched for every job of a batch
         paths.append(Path(cfg.batch_checkpoint))
     return resume_mode(cfg) is not False and any(path.exists() for path in paths)
@@ -151,10 +154,10 @@ class Checkpointing(pl.Callback):
         self._fingerprint = fingerprint(pl_module, self.seed)  # before Lightning moves it to the device
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        StopRequest.deferring += 1  # a stop signal now waits for the step's end (a batch forwards this hook too)
+        defer_to_step_end()  # a stop signal now waits for the step's end (a batch forwards this hook too)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # (not called after an exception: see there)
+        stop_at_once()  # (not called after an exception: see there)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         state, self._restored = self._restored, None
@@ -173,8 +176,9 @@ class Checkpointing(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Before the next step rather than after the last: every job of a batch has then seen
         # the last step's end (metrics, snapshots), and the state is that step's end.
-        if StopRequest.active and StopRequest.received is not None:  # every job of a batch saves in on_exception
-            raise Interrupted(f"stopped by {signal.Signals(StopRequest.received).name} after step "
+        received = pending_signal()
+        if received is not None:  # every job of a batch saves in on_exception
+            raise Interrupted(f"stopped by {signal.Signals(received).name} after step "
                               f"{trainer.global_step}; {self.path} continues it")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -185,7 +189,7 @@ class Checkpointing(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Both are raised only between steps, so the state is consistent; any other exception
         # may come mid-step, and the last periodic checkpoint stands.
-        StopRequest.deferring = max(0, StopRequest.deferring - 1)  # a signal from now on stops at once
+        stop_at_once()  # a signal from now on stops at once
         if isinstance(exception, (SIGTERMException, Interrupted)):
             self.save(trainer)
 
@@ -194,12 +198,9 @@ class Checkpointing(pl.Callback):
             self.path.unlink(missing_ok=True)
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Flush pending metrics (their rows go into the checkpoint), then write it atomically."""
+        """Write the checkpoint atomically (MetricsRecorder flushes its pending rows into it)."""
         if self._saved_at == trainer.global_step and self.path.exists():
             return
-        for callback in trainer.callbacks:
-            if isinstance(callback, MetricsRecorder):
-                callback.flush(trainer)
         with atomic_path(self.path) as tmp:
             trainer.save_checkpoint(tmp, weights_only=False)  # the whole state (and no log line asking)
         self._saved_at = trainer.global_step

@@ -8,10 +8,12 @@ tree), weights and preprocessing (a digest of every parameter and buffer).
 from __future__ import annotations
 
 import hashlib
+import json
 import weakref
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.engine.module import StyleTransferModule
 
@@ -39,23 +41,49 @@ def network_digest(extractor: torch.nn.Module) -> str:
     return _NETWORKS[extractor]
 
 
+def describe(factory: object) -> str:
+    """A term factory or optimiser partial as ``name[sorted keyword arguments]``."""
+    return f"{getattr(factory, 'func', factory).__qualname__}{sorted(getattr(factory, 'keywords', {}).items())}"
+
+
 def fingerprint(module: StyleTransferModule, seed: int | None = None) -> dict[str, Any]:
     """What defines a run: resuming with any of it changed is an error."""
-    factory = module.optimizer_factory
+    spec = module.spec
     augment = {k: v for k, v in vars(module.augment).items() if isinstance(v, (bool, int, float, str))}
     return {
         "image": list(module.image.shape),
-        "content": _digest(module.content),
-        "style": _digest(module.style),
-        "controls": [[_digest(style) for style in module.styles[1:]], module.style_blend,
-                     _digest(module.masks),
-                     module.luminance_only],  # several styles, masks, color=luminance
+        "content": _digest(spec.content),
+        "style": _digest(spec.styles[0]),
+        "controls": [[_digest(style) for style in spec.styles[1:]], spec.style_blend,
+                     _digest(spec.masks), spec.luminance_only],  # several styles, masks, color=luminance
         "network": network_digest(module.extractor),
         "seed": seed,
-        "weights": {name: getattr(module, f"{name}_weight").tolist() for name in ("content", "style", "tv")},
-        "layers": [dict(module.content_layers), dict(module.style_layers)],
-        "loss": str(sorted(module.loss_options.items())),
-        "optimizer": f"{getattr(factory, 'func', factory).__name__}{sorted(getattr(factory, 'keywords', {}).items())}",
+        "terms": {name: describe(factory) for name, factory in spec.terms.items()},
+        "weights": {name: weight.tolist() for name, weight in spec.weights.items()},
+        "layers": [dict(spec.content_layers), dict(spec.style_layers)],
+        "loss": f"{spec.options}, tv_space={spec.tv_space}, reference={_digest(*_reference(spec))}",
+        "optimizer": describe(module.optimizer_factory),
         "augment": f"{type(module.augment).__name__}{sorted(augment.items())}",
         "clamp": module.clamp,
     }
+
+
+def _reference(spec: Any) -> list[torch.Tensor | None]:
+    """The reference-size images (``loss.reference_pixels``), if the run rebalances."""
+    return [None] if spec.reference is None else [spec.reference[0], *spec.reference[1]]
+
+
+# Where a run's files go, what it logs and how often, whether it resumes: none of it changes the
+# image. Callbacks only record and guard the run (as for a checkpoint's fingerprint above).
+RUN_LOCAL = ("paths", "logger", "callbacks", "tags", "resume", "log_every", "snapshot_every", "checkpoint_every")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A digest of everything in a resolved config that can change a run's result (where its
+    files go, how often it logs and whether it resumes cannot): what a coarse-to-fine job's
+    finished scales are checked against before they are reused."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    for key in RUN_LOCAL:
+        resolved.pop(key, None)
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -6,7 +6,7 @@
   exit 2. The OS drops the lock when its process dies, however it dies, so a lock left by a
   killed run is simply taken over (the file stays; its PID is rewritten).
 - ``start_clean``: a new run that does not resume moves the results of an earlier run in the
-  same dir (summary.json first, then images, metrics, checkpoint) into
+  same dir (summary.json first, then images, metrics, checkpoints, every scale's dir) into
   ``.replaced/<time>/``, each with one atomic rename, so summary.json always belongs to the
   ``.hydra/`` config beside it and no result is silently lost.
 - Temp files of a write cut short by kill -9 (``.<name>.*.tmp``) are deleted once the dir is ours.
@@ -27,7 +27,8 @@ LOCK_NAME = ".lock"
 REPLACED_DIR = ".replaced"
 # What one run writes into its job dir (summary.json first: it is what reports trust).
 # train.log and .hydra/ stay: Hydra has opened/rewritten them for the new run already.
-RESULTS = ("summary.json", "final.png", "metrics.csv", "snapshots", "checkpoint.ckpt", "csv")
+RESULTS = ("summary.json", "final.png", "metrics.csv", "snapshots", "checkpoint.ckpt", "tiles.ckpt", "csv")
+SCALE_DIRS = "scale_*"  # a coarse-to-fine job's runs, one per scale (runtime/multiscale.py)
 _held: dict[Path, IO[str]] = {}  # this process's locks, by resolved dir
 
 
@@ -74,6 +75,7 @@ def start_clean(directory: str | Path) -> Path | None:
     """Move an earlier run's results out of ``directory``; returns where they went (None: nothing)."""
     directory = Path(directory)
     found = [directory / name for name in RESULTS if (directory / name).exists()]
+    found += sorted(path for path in directory.glob(SCALE_DIRS) if path.is_dir())
     if not found:
         return None
     aside = directory / REPLACED_DIR / time.strftime("%Y%m%d-%H%M%S")

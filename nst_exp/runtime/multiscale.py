@@ -27,14 +27,17 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
 
-from nst_exp.core.files import read_json, write_json
+from nst_exp.core.files import read_if_complete, write_json
 from nst_exp.core.images import load_image, to_tensor
+from nst_exp.errors import ConfigError
+from nst_exp.runtime.fingerprint import config_digest
 from nst_exp.runtime.job_loggers import job_identity
 from nst_exp.runtime.tiling import run_tiled, tiled
 
 log = logging.getLogger(__name__)
 FitFn = Callable[[DictConfig, "torch.Tensor | None"], dict[str, Any]]
 DONE = ("ok", "diverged")
+MADE_BY = "made_by.json"  # in each scale dir: the digest of the config that made it
 
 
 def scale_steps(cfg: DictConfig) -> list[int]:
@@ -64,15 +67,23 @@ def scale_config(cfg: DictConfig, edge: int, steps: int, last: bool) -> DictConf
 
 
 def run_scales(cfg: DictConfig, fit: FitFn) -> dict[str, Any]:
-    """Run every scale (``fit`` runs one untiled scale), then write the job's final.png and summary."""
+    """Run every scale (``fit`` runs one untiled scale), then write the job's final.png and summary.
+
+    A scale is reused only if it finished and this job's config made it (``made_by.json``);
+    one made by another config stops the job in one line (as a checkpoint of another run does).
+    """
     edges, steps = list(cfg.scales), scale_steps(cfg)
     job_dir = Path(cfg.paths.output_dir)
+    digest = config_digest(cfg)
     summaries: list[dict[str, Any]] = []
     previous: torch.Tensor | None = None
     for index, (edge, n_steps) in enumerate(zip(edges, steps)):
         scale_cfg = scale_config(cfg, edge, n_steps, last=index == len(edges) - 1)
+        scale_dir = Path(scale_cfg.paths.output_dir)
+        check_made_by(scale_dir, digest, scale_cfg.get("resume", "auto"))
         summary = _finished(scale_cfg)
         if summary is None:
+            write_json(scale_dir / MADE_BY, {"config": digest})
             pl.seed_everything(cfg.seed, workers=True, verbose=False)  # a resumed job starts scale 2 alike
             log.info("Scale %d/%d: %d px, %d steps", index + 1, len(edges), edge, n_steps)
             summary = run_tiled(scale_cfg, previous) if tiled(scale_cfg) else fit(scale_cfg, previous)
@@ -85,14 +96,24 @@ def run_scales(cfg: DictConfig, fit: FitFn) -> dict[str, Any]:
     return _job_summary(job_dir, summaries)
 
 
+def check_made_by(scale_dir: Path, digest: str, resume: object) -> None:
+    """Refuse a scale dir that another config's run left (finished or not), unless resume=false
+    (then it is redone). A new run that does not resume finds no scale dirs: they were moved
+    aside with the job dir's other results (runtime/jobdir.py)."""
+    if resume is False or not scale_dir.is_dir() or not any(scale_dir.iterdir()):
+        return
+    made_by = read_if_complete(scale_dir / MADE_BY)
+    if not isinstance(made_by, dict) or made_by.get("config") != digest:
+        raise ConfigError(f"resume: {scale_dir} was made by a different run (its config changed since); "
+                          "pass resume=false to start over (earlier results are moved aside), or another output dir")
+
+
 def _finished(scale_cfg: DictConfig) -> dict[str, Any] | None:
     """The summary of a scale an earlier run of this job completed, else None."""
     if scale_cfg.get("resume", "auto") is False:
         return None
-    path = Path(scale_cfg.paths.output_dir) / "summary.json"
-    try:
-        summary = read_json(path)
-    except (OSError, ValueError):
+    summary = read_if_complete(Path(scale_cfg.paths.output_dir) / "summary.json")
+    if not isinstance(summary, dict):
         return None
     return summary if summary.get("status") in DONE and Path(str(summary.get("image"))).is_file() else None
 

@@ -42,23 +42,47 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """The process's stop request: the first signal, and who is waiting for a step to end
-    (the Checkpointing callbacks inside fit count themselves in ``deferring``)."""
+    """The process's stop request: the first signal, and how many runs wait for a step to end.
 
-    received: int | None = None
-    active = False  # inside stop_signals: ``received`` belongs to the job running now
-    ctrl_c_twice = False
-    deferring = 0  # Checkpointing callbacks inside fit: they stop the run at the end of a step
-    previous: dict[int, Any] = {}
+    Signal handlers are process-wide by nature, so this state is too: there is exactly one,
+    ``STOP``, owned by this module; everyone else goes through the functions below
+    (``stop_signals`` resets it per job; ``defer_to_step_end`` / ``stop_at_once`` are the
+    Checkpointing callback's; ``pending_signal`` says what arrived).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.active = False  # inside stop_signals: ``received`` belongs to the job running now
+        self.ctrl_c_twice = False
+        self.deferring = 0  # runs inside fit: they stop at the end of a step
+        self.previous: dict[int, Any] = {}
+
+
+STOP = StopRequest()
+
+
+def defer_to_step_end() -> None:
+    """A run entered fit: a stop signal now waits for the current step to end."""
+    STOP.deferring += 1
+
+
+def stop_at_once() -> None:
+    """A run left fit (or failed in it): a stop signal from now on stops at once."""
+    STOP.deferring = max(0, STOP.deferring - 1)
+
+
+def pending_signal() -> int | None:
+    """The stop signal this job received, if any (None outside ``stop_signals``)."""
+    return STOP.received if STOP.active else None
 
 
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     """Note the signal; stop at once unless a step is running that should finish first."""
-    first = StopRequest.received is None
-    StopRequest.received = signum if first else StopRequest.received
-    again = signum == signal.SIGINT and StopRequest.ctrl_c_twice
-    StopRequest.ctrl_c_twice = StopRequest.ctrl_c_twice or signum == signal.SIGINT
-    if StopRequest.deferring and not again:
+    first = STOP.received is None
+    STOP.received = signum if first else STOP.received
+    again = signum == signal.SIGINT and STOP.ctrl_c_twice
+    STOP.ctrl_c_twice = STOP.ctrl_c_twice or signum == signal.SIGINT
+    if STOP.deferring and not again:
         if first:
             log.warning("%s: checkpointing after this step, then stopping%s", signal.Signals(signum).name,
                         " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
@@ -86,14 +110,14 @@ def handling(signums: Iterable[int], handler: Callable[[int, FrameType | None], 
 @contextmanager
 def stop_signals() -> Iterator[None]:
     """Handle the stop signals for the duration of one job."""
-    StopRequest.received, StopRequest.ctrl_c_twice, StopRequest.deferring, StopRequest.active = None, False, 0, True
+    STOP.received, STOP.ctrl_c_twice, STOP.deferring, STOP.active = None, False, 0, True
     watch_launcher()
     with handling([getattr(signal, name) for name in STOP_SIGNALS], _on_stop_signal) as previous:
-        StopRequest.previous = previous
+        STOP.previous = previous
         try:
             yield
         finally:
-            StopRequest.deferring, StopRequest.active = 0, False
+            STOP.deferring, STOP.active = 0, False
 
 
 def interrupt_code(stop: BaseException) -> int | None:
@@ -101,8 +125,8 @@ def interrupt_code(stop: BaseException) -> int | None:
 
     (Lightning turns a KeyboardInterrupt during fit into ``sys.exit(1)``.)
     """
-    if StopRequest.received is not None:
-        return 128 + StopRequest.received
+    if STOP.received is not None:
+        return 128 + STOP.received
     if isinstance(stop, SIGTERMException):
         return 128 + signal.SIGTERM
     if isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt):
@@ -112,8 +136,8 @@ def interrupt_code(stop: BaseException) -> int | None:
 
 def hand_on_signal() -> None:
     """After the job has stopped, give SIGUSR1/2 to whoever had them (submitit: requeue the job)."""
-    signum = StopRequest.received
-    handler = StopRequest.previous.get(signum) if signum in (signal.SIGUSR1, signal.SIGUSR2) else None
+    signum = STOP.received
+    handler = STOP.previous.get(signum) if signum in (signal.SIGUSR1, signal.SIGUSR2) else None
     if callable(handler):
         handler(signum, None)
 

@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 
 from nst_exp.core.files import read_if_complete, read_json, write_json
 from nst_exp.engine.loggers import finish_wandb
+from nst_exp.engine.summary import Summary, write_summary
 from nst_exp.errors import DiskFullError, OutputDirError, UserError
 from nst_exp.runtime import jobdir
 from nst_exp.runtime.checkpoint import will_resume
@@ -100,7 +101,7 @@ def record_failure(cfg: DictConfig, status: str, since: float = 0.0, replace: bo
     try:
         path = Path(cfg.paths.output_dir) / "summary.json"
         if not path.exists() or (replace and path.stat().st_mtime < since):
-            write_json(path, {"status": status, "final_loss": None, "steps": 0, "image": None})
+            write_summary(path.parent, Summary(status=status))
         elif since and path.stat().st_mtime >= since and status.startswith("failed"):  # RunSummary's, in our words
             write_json(path, {**read_json(path), "status": status})
     except Exception as error:  # e.g. the disk is full: the error line says so already

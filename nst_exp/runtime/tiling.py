@@ -20,21 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
 
-from nst_exp.core.denoise import gaussian_denoise
-from nst_exp.core.files import atomic_path, write_json
+from nst_exp.core.denoise import denoise
+from nst_exp.core.files import atomic_path
 from nst_exp.core.images import save_image
+from nst_exp.core.objective import column
+from nst_exp.engine.callbacks import where
+from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.summary import Summary, write_summary
 from nst_exp.engine.tiled import TilePlan, TileProgress, grid, run_tiles
 from nst_exp.errors import ConfigError
-from nst_exp.runtime.build import build_module
-from nst_exp.runtime.checkpoint import fingerprint
+from nst_exp.runtime.build import build_loggers, build_module
+from nst_exp.runtime.checkpoint import TILES_CHECKPOINT
+from nst_exp.runtime.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "tiles.ckpt"
+CHECKPOINT = TILES_CHECKPOINT
 SAVE_EVERY_S = 30.0
-FIELDS = ("pass", "tile", "loss", "content_loss", "style_loss", "tv_loss", "wall_time_s")
 
 
 def tiled(cfg: DictConfig) -> bool:
@@ -53,8 +59,11 @@ def plan_of(cfg: DictConfig) -> TilePlan:
 class TileRecorder:
     """After each tile: metrics.csv, and now and then the checkpoint; after each pass a snapshot."""
 
-    def __init__(self, out: Path, state: dict[str, Any], snapshots: bool, wall_before: float = 0.0) -> None:
-        self.out, self.state, self.snapshots = out, state, snapshots
+    def __init__(self, out: Path, state: dict[str, Any], columns: list[str], snapshots: bool,
+                 wall_before: float = 0.0, loggers: list[Logger] | None = None) -> None:
+        self.out, self.state, self.snapshots, self.columns = out, state, snapshots, columns
+        self.loggers = list(loggers or [])
+        self.fields = ["pass", "tile", *columns, "diverged", "wall_time_s"]
         self.start = time.perf_counter() - wall_before
         self.saved = time.perf_counter()
 
@@ -64,6 +73,10 @@ class TileRecorder:
     def __call__(self, image: torch.Tensor, progress: TileProgress) -> None:
         progress.rows[-1]["wall_time_s"] = round(self.wall(), 3)
         self.write_csv(progress)
+        row = progress.rows[-1]
+        for logger in self.loggers:  # one logged step per tile, numbered over all passes
+            logger.log_metrics({f"train/{key}": row[key] for key in self.columns if key in row},
+                               step=len(progress.rows) - 1)
         pass_done = progress.tile_index == self.state["tiles_per_pass"][progress.pass_index]
         if pass_done and self.snapshots:
             save_image(image, self.out / "snapshots" / f"pass_{progress.rows[-1]['pass']:02d}.png")
@@ -72,7 +85,7 @@ class TileRecorder:
 
     def write_csv(self, progress: TileProgress) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(progress.rows)
         with atomic_path(self.out / "metrics.csv") as tmp:
@@ -103,7 +116,14 @@ def resume_state(cfg: DictConfig, module: StyleTransferModule, state: dict[str, 
 
 
 def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
-    """Optimise this scale as tiles; returns its summary (also written to summary.json)."""
+    """Optimise this scale as tiles; returns its summary (also written to summary.json).
+
+    Keeps a run's promises without a Trainer per tile (a 4096 px image is ~150 tiles a pass,
+    each a few steps): the run's loggers (W&B gets every tile's losses, the inputs, the summary
+    and the comparison row), the yardstick's scores, ``denoise``/``denoise_method`` for
+    final.png, box-constrained L-BFGS (the run's optimiser factory) and a divergence guard per
+    tile (engine/tiled.py); what it cannot keep, validate.check_tiling refuses.
+    """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     module = build_module(cfg, init)
@@ -112,34 +132,54 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     state = {"fingerprint": str(fingerprint(module)), "plan": str(vars(plan)),
              "tiles_per_pass": [len(grid(plan, height, width, p)) for p in range(plan.passes)]}
     progress, wall_before = resume_state(cfg, module, state)
-    recorder = TileRecorder(out, state, int(cfg.get("snapshot_every", 0)) > 0, wall_before)
+    loggers = build_loggers(cfg)
+    outputs = {name: instantiate(cfg.callbacks[name]) for name in ("judge", "wandb")
+               if (cfg.get("callbacks") or {}).get(name) is not None}
+    if "wandb" in outputs and not progress.rows:
+        outputs["wandb"].send_inputs(loggers, module)
+    recorder = TileRecorder(out, state, module.columns, int(cfg.get("snapshot_every", 0)) > 0, wall_before, loggers)
     log.info("Tiled %dx%d: %s tiles per pass of %d px (overlap %d), %d steps each, %s",
              width, height, state["tiles_per_pass"], plan.tile, plan.overlap, plan.steps,
              "bf16" if plan.bf16 else "fp32")
-    image, progress = run_tiles(module, plan, progress, on_tile=recorder)
-    final = save_image(gaussian_denoise(image[0], float(cfg.get("denoise", 0.0))), out / "final.png")
-    summary = _summary(progress, state, plan, recorder.wall(), final, image)
-    write_json(out / "summary.json", summary)
+    failed = True
+    try:
+        image, progress = run_tiles(module, plan, progress, on_tile=recorder)
+        amount, method = float(cfg.get("denoise", 0.0)), str(cfg.get("denoise_method", "gaussian"))
+        final = save_image(denoise(image[0], amount, method), out / "final.png")
+        summary = _summary(progress, state, plan, recorder.wall(), final, image, list(module.spec.terms))
+        with torch.no_grad():
+            module.image.copy_(image)  # the yardstick scores the module's image
+        summary.extra.update(outputs["judge"].score(module) if "judge" in outputs else {})
+        summary.wandb = where(loggers)
+        written = write_summary(out, summary)
+        if "wandb" in outputs:
+            outputs["wandb"].send_summary(loggers, written)
+        failed = False
+    finally:
+        for logger in loggers:
+            logger.finalize("failed" if failed else "success")
+        finish_wandb(failed)
     (out / CHECKPOINT).unlink(missing_ok=True)
-    return summary
+    return written
 
 
 def _summary(progress: TileProgress, state: dict[str, Any], plan: TilePlan, wall: float, final: Path,
-             image: torch.Tensor) -> dict[str, Any]:
-    last_pass = [row for row in progress.rows if row["pass"] == plan.passes - 1]
+             image: torch.Tensor, terms: list[str]) -> Summary:
+    last_pass = [row for row in progress.rows if row["pass"] == plan.passes - 1 and not row.get("diverged")]
 
-    def mean(key: str) -> float:
-        return sum(row[key] for row in last_pass) / max(1, len(last_pass))
+    def mean(key: str) -> float | None:
+        return sum(row[key] for row in last_pass) / len(last_pass) if last_pass else None
 
     steps = plan.steps * sum(state["tiles_per_pass"])
-    return {
-        "status": "ok", "final_loss": mean("loss"), "content_loss": mean("content_loss"),
-        "style_loss": mean("style_loss"), "tv_loss": mean("tv_loss"),
-        "loss_basis": "mean over the last pass's tiles, at the start of each tile's last step",
-        "steps": steps, "wall_time_s": round(wall, 3), "train_time_s": round(wall, 3),
-        "ms_per_step": round(1000 * wall / steps, 2), "precision": "bf16-mixed" if plan.bf16 else "32-true",
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "image": str(final.resolve()), "image_size": list(image.shape[-2:]),
-        "tiles": {"tile_size": plan.tile, "overlap": plan.overlap, "passes": plan.passes,
-                  "steps_per_tile": plan.steps, "tiles_per_pass": state["tiles_per_pass"]},
-    }
+    diverged = sum(int(row.get("diverged", 0)) for row in progress.rows)
+    return Summary(  # diverged: some tile blew up and was left out (the image kept what it had there)
+        status="diverged" if diverged else "ok", final_loss=mean("loss"),
+        losses={column(name): mean(column(name)) for name in terms},
+        terms=list(terms), steps=steps, wall_time_s=round(wall, 3), train_time_s=round(wall, 3),
+        ms_per_step=round(1000 * wall / steps, 2), precision="bf16-mixed" if plan.bf16 else "32-true",
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        image=str(final.resolve()), image_size=list(image.shape[-2:]),
+        extra={"loss_basis": "mean over the last pass's tiles, at the start of each tile's last step",
+               "tiles": {"tile_size": plan.tile, "overlap": plan.overlap, "passes": plan.passes,
+                         "steps_per_tile": plan.steps, "tiles_per_pass": state["tiles_per_pass"],
+                         "diverged": diverged}})

@@ -240,7 +240,14 @@ def check_tiling(cfg: DictConfig) -> None:
         return
     style, masks, color = cfg.pair.style, cfg.pair.get("masks"), cfg.get("color", "none")
     augment = (cfg.get("augment") or {}).get("_target_")
-    conflicts = [
+    divergence = (cfg.get("callbacks") or {}).get("divergence") or {}
+    scheduler = (cfg.get("scheduler") or {}).get("_target_")
+    conflicts = [  # (a tile is a few steps from a fresh optimiser: no plateau, schedule or restart to speak of)
+        ("stop_eps", cfg.get("stop_eps", 0), float(cfg.get("stop_eps") or 0) > 0, "stopping on a plateau"),
+        ("grad_clip", cfg.get("grad_clip"), cfg.get("grad_clip") is not None, "gradient clipping"),
+        ("scheduler._target_", scheduler, bool(scheduler), "a learning-rate schedule"),
+        ("callbacks.divergence.restarts", divergence.get("restarts", 0), bool(divergence.get("restarts", 0)),
+         "divergence restarts (a diverged tile is left out instead)"),
         ("pair.style", style, isinstance(style, ListConfig) and len(style) > 1, "several styles"),
         ("pair.masks", masks, masks is not None, "masks"),
         ("color", color, color == "luminance", "color=luminance"),
