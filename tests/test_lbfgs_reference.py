@@ -190,7 +190,7 @@ def test_small_losses_keep_their_curvature_pairs() -> None:
     x, y = (torch.nn.Parameter(torch.zeros(1, 30, dtype=torch.float64)) for _ in range(2))
     assert kept_pairs(ImageLBFGS([x], **args), x, objective, 12) == 10  # one per step after the first, 10 kept
     assert kept_pairs(torch.optim.LBFGS([y], **args), y, objective, 12) == 0
-    assert float((x - optimum).abs().max()) < 1e-3 < float((y - optimum).abs().max())
+    assert float((x.detach() - optimum).abs().max()) < 1e-3 < float((y.detach() - optimum).abs().max())
 
 
 def test_a_batch_of_three_is_three_single_runs() -> None:
