@@ -74,7 +74,7 @@ def test_experiment_composes_and_checks(experiment: str) -> None:
         if paper:  # the paper's setup: normalised VGG19, average pooling, E_l, equal layer weights, box
             assert cfg.model.arch == "vgg19" and cfg.model.pooling == "avg" and cfg.model.normalize
             assert dict(cfg.loss) == {"norm": "l2", "reduction": "sum", "gram_norm": "gatys", "tv_norm": "l2",
-                                      "tv_space": "pixels", "normalize_gradients": False,
+                                      "tv_space": "pixels", "tv_reduction": "mean", "normalize_gradients": False,
                                       "reference_edge": None if experiment == "gatys_paper_sums" else 512}
             assert cfg.clamp == "auto"  # box-constrained L-BFGS
             assert not cfg.layers.style_weights and not cfg.layers.content_weights
