@@ -14,12 +14,13 @@ from PIL import Image
 from conftest import FAST, compose_cfg
 from nst_exp.core.augment import RandomAffine
 from nst_exp.core.losses import gram_matrix, tv_loss
-from nst_exp.core.objective import LossOptions, Seen, from_features
+from nst_exp.core.objective import LossOptions, Seen
 from nst_exp.reporting.drawing import loss_plot
 from nst_exp.reporting.multirun import grid_of, load_jobs
 from nst_exp.reporting.report import LOSS_PLOTS, write_report
 from nst_exp.runtime.build import build_module
 from nst_exp.train import train
+from objectives import from_features
 
 
 def metrics(job_dir: Path) -> list[dict[str, str]]:

@@ -12,11 +12,12 @@ from PIL import Image
 from test_experiments import compose_job
 
 from conftest import config_error
-from nst_exp.core.objective import LossOptions, Seen, from_features
+from nst_exp.core.objective import LossOptions, Seen
 from nst_exp.runtime.build import build_module
 from nst_exp.runtime.reference import reference_edge
 from nst_exp.strategies.tile_loop import TileObjectives
 from nst_exp.strategies.tiled import plan_of
+from objectives import from_features
 
 
 def first_step_ratio(*overrides: str) -> float:

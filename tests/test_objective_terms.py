@@ -11,11 +11,12 @@ import torch
 from wandb_records import read_run
 
 from conftest import FAST, compose_cfg
-from nst_exp.core.objective import DEFAULT_TERMS, Objective, Seen, Term, from_features
+from nst_exp.core.objective import DEFAULT_TERMS, Objective, Seen, Term
 from nst_exp.reporting.report import write_report
 from nst_exp.runtime.build import build_module
 from nst_exp.runtime.fingerprint import fingerprint
 from nst_exp.train import train
+from objectives import from_features
 
 TOY = "+objective.brightness={_target_:toy_terms.Brightness,weight:2.0,level:0.25}"
 

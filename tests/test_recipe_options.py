@@ -13,12 +13,13 @@ from conftest import FAST, compose_cfg, config_error
 from nst_exp.core.images import load_image, load_pair, to_tensor
 from nst_exp.core.losses import tv_loss
 from nst_exp.core.mxnet_sgd import MXNetSGD
-from nst_exp.core.objective import LossOptions, Seen, from_features
+from nst_exp.core.objective import LossOptions, Seen
 from nst_exp.core.weights import CaffePreprocess
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_module, build_trainer
 from nst_exp.strategies.batched.batch import Job, train_batch
 from nst_exp.train import train
+from objectives import from_features
 
 
 def fit(tmp_path: Path, *overrides: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -121,7 +121,7 @@ def check_yardstick(cfg: TrainConf) -> None:
 
 def check_objective(objective: Any) -> None:
     """Each term of ``objective``: an importable ``_target_`` and a finite weight >= 0 (null drops it)."""
-    if not objective:
+    if not objective or all(entry is None for entry in objective.values()):
         raise ConfigError("objective={}: no terms, nothing to optimise")
     for name, entry in objective.items():
         if entry is None:

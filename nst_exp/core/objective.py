@@ -258,25 +258,3 @@ def build_objective(factories: Mapping[str, TermFactory], weights: Mapping[str, 
                     inputs: TermInputs) -> Objective:
     """Every term built from ``inputs`` (targets encoded now), weighted by ``weights``."""
     return Objective({name: factory(inputs) for name, factory in factories.items()}, weights)
-
-
-def from_features(content: Mapping[str, Tensor], styles: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
-                  content_layers: Mapping[str, float], style_layers: Mapping[str, float],
-                  options: LossOptions | None = None, tv_input: nn.Module | None = None,
-                  weights: Mapping[str, float] | None = None, **extra: object) -> Objective:
-    """The default terms with targets from features already computed (tests, the yardstick),
-    each weighted by ``weights`` (default 1)."""
-    styles = [styles] if isinstance(styles, Mapping) else list(styles)
-    features = {"content": dict(content), **{f"style_{index}": dict(style) for index, style in enumerate(styles)}}
-    images = {key: torch.empty(0) for key in features}
-    keys = {id(image): key for key, image in images.items()}
-
-    def encode(image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        return {layer: features[keys[id(image)]][layer] for layer in layers}
-
-    inputs = TermInputs(encode=encode, content=images["content"],
-                        styles=[images[f"style_{index}"] for index in range(len(styles))],
-                        content_layers=dict(content_layers), style_layers=dict(style_layers),
-                        options=options or LossOptions(), tv_input=tv_input, **extra)  # type: ignore[arg-type]
-    return build_objective(DEFAULT_TERMS, {name: torch.tensor([float((weights or {}).get(name, 1.0))])
-                                           for name in DEFAULT_TERMS}, inputs)

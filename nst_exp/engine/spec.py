@@ -41,11 +41,6 @@ class ObjectiveSpec:
         self.style_blend = list(self.style_blend or [1.0 / len(self.styles)] * len(self.styles))
         self.weights = {name: weight.float().reshape(-1) for name, weight in self.weights.items()}
 
-    @property
-    def batch(self) -> int:
-        """Images per step: every term has one weight per image."""
-        return max(len(weight) for weight in self.weights.values())
-
     def with_weights(self, weights: dict[str, Tensor]) -> ObjectiveSpec:
         """The same objective with other per-image weights (a batch of sweep jobs)."""
         return replace(self, weights=weights)

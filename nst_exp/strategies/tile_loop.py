@@ -104,6 +104,7 @@ class TileObjectives:
         self.per_position = tiled_grams(module.style, lambda x: module.extractor(module.view(x), layers), plan.tile,
                                         margin=plan.overlap)
         self.scales: dict[str, float] = {}
+        self._positions: dict[tuple[int, ...], dict[str, int]] = {}
         if module.spec.reference is not None:
             self.scales = balance_scales(module.reference_energies(), self.mean_energies())
 
@@ -111,13 +112,21 @@ class TileObjectives:
     def for_box(self, box: Box) -> Objective:
         """The objective of the tile at ``box``."""
         content = crop(self.module.content[:1], box)
-        positions = {name: feats.shape[-2] * feats.shape[-1]
-                     for name, feats in self.module.extractor(content, list(self.per_position)).items()}
+        positions = self.positions(content)
         norm = self.module.spec.options.gram_norm
         targets = {name: gram_target(self.per_position[name], positions[name], norm) for name in self.per_position}
         objective = self.module.objective_for(content, self.module.styles, style_targets=targets)
         objective.set_scales(self.scales)
         return objective
+
+    def positions(self, tile: Tensor) -> dict[str, int]:
+        """Feature positions (H x W) of each style layer for a tile of this shape: one forward
+        pass per tile shape (most tiles of a grid share one), not one per tile."""
+        shape = tuple(tile.shape[-2:])
+        if shape not in self._positions:
+            features = self.module.extractor(tile, list(self.per_position))
+            self._positions[shape] = {name: f.shape[-2] * f.shape[-1] for name, f in features.items()}
+        return self._positions[shape]
 
     def mean_energies(self) -> dict[str, float]:
         height, width = self.module.content.shape[-2:]
