@@ -37,6 +37,7 @@ from nst_exp import CONFIG_DIR  # noqa: E402
 from nst_exp.core.features import layer_names  # noqa: E402
 from nst_exp.core.images import load_pair  # noqa: E402
 from nst_exp.core.weights import load_state_dict, make_preprocess  # noqa: E402
+from nst_exp.engine.steps import StepHooks  # noqa: E402
 from nst_exp.runtime.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -164,17 +165,20 @@ def run_loop(spec: dict, cfg: DictConfig) -> dict:
     bf16 = spec.get("precision") == "bf16-mixed"  # autocast as Lightning's bf16-mixed does it
     opt_cfg = {k: v for k, v in cfg.optimizer.items() if not k.startswith("_")}
     opt = (torch.optim.Adam if spec["optimizer"] == "adam" else torch.optim.LBFGS)([x], **opt_cfg)
-    evals, losses, walls = [0], [], []
+    evals, losses, walls, eval_cpu = [0], [], [], [0.0]
 
     def closure() -> Tensor:
+        cpu = time.process_time()
         evals[0] += 1
         opt.zero_grad()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(x)
         loss.backward()
+        eval_cpu[0] += time.process_time() - cpu
         return loss
 
     start, cpu0, counts, cpus, sync_at = time.perf_counter(), time.process_time(), [], [], set(spec.get("sync_at", ()))
+    eval_cpus = []
     for step in range(spec["steps"]):
         losses.append(opt.step(closure).detach())  # stays on the device: no sync per step
         if spec["optimizer"] == "adam":
@@ -182,8 +186,10 @@ def run_loop(spec: dict, cfg: DictConfig) -> dict:
                 x.clamp_(0, 1)
         walls.append(clock(step in sync_at) - start)
         cpus.append(time.process_time() - cpu0)
+        eval_cpus.append(eval_cpu[0])
         counts.append(evals[0])
-    return {"walls": walls, "cpus": cpus, "losses": [float(v) for v in losses], "evals": counts}
+    return {"walls": walls, "cpus": cpus, "eval_cpus": eval_cpus, "losses": [float(v) for v in losses],
+            "evals": counts}
 
 
 def clock(sync: bool = False) -> float:
@@ -200,10 +206,15 @@ def set_tf32(enabled: bool | None) -> None:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
 
 
-class StepTimer(pl.Callback):
-    """Lightning callback for the nst-exp variant: wall time and evaluation count per step."""
+class StepTimer(StepHooks, pl.Callback):
+    """Lightning callback for the nst-exp variant: wall time and evaluation count per step.
+
+    A step hook (nst_exp/engine/steps.py), so it times every step even where a Lightning
+    batch runs several, and leaves the run's batch plan as it is.
+    """
 
     evals = 0
+    eval_cpu = 0.0  # process CPU seconds spent in loss + gradient evaluations so far
     instance: StepTimer | None = None
     profile_steps: tuple[int, int] | None = None  # [first, last) steps to run torch.profiler over
     sync_at: frozenset[int] = frozenset()  # steps whose wall time waits for the GPU (run_loop's sync_at)
@@ -211,6 +222,7 @@ class StepTimer(pl.Callback):
     def __init__(self) -> None:
         self.walls: list[float] = []
         self.cpus: list[float] = []  # process CPU time: with 1 thread, blind to other processes' load
+        self.eval_cpus: list[float] = []
         self.counts: list[int] = []
         self.losses: list[Tensor] = []
         StepTimer.instance = self
@@ -218,18 +230,20 @@ class StepTimer(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.start, self.cpu0 = time.perf_counter(), time.process_time()
 
-    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+    def before_step(self, trainer, pl_module) -> None:
         if self.profile_steps and trainer.global_step == self.profile_steps[0]:
             self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             self.profiler.start()
 
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+    def after_step(self, trainer, pl_module) -> bool:
         self.walls.append(clock(trainer.global_step - 1 in self.sync_at) - self.start)
         self.cpus.append(time.process_time() - self.cpu0)
+        self.eval_cpus.append(StepTimer.eval_cpu)
         self.counts.append(StepTimer.evals)
         self.losses.append(pl_module.last_components["loss"].sum())  # stays on the device
         if self.profile_steps and trainer.global_step == self.profile_steps[1]:
             self.profiler.stop()
+        return False
 
 
 def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
@@ -237,19 +251,26 @@ def run_nst_exp(spec: dict, cfg: DictConfig) -> dict:
     from nst_exp.engine.module import StyleTransferModule
     from nst_exp.train import train
 
-    components = StyleTransferModule.components
+    components, loss_and_grad = StyleTransferModule.components, StyleTransferModule._loss_and_grad
 
     def counted(self, *args, **kwargs):
         StepTimer.evals += 1
         return components(self, *args, **kwargs)
 
-    StyleTransferModule.components = counted
+    def timed(self, *args, **kwargs):  # forward + backward, as run_loop's closure times them
+        cpu = time.process_time()
+        try:
+            return loss_and_grad(self, *args, **kwargs)
+        finally:
+            StepTimer.eval_cpu += time.process_time() - cpu
+
+    StyleTransferModule.components, StyleTransferModule._loss_and_grad = counted, timed
     with tempfile.TemporaryDirectory() as out, open_dict(cfg):
         cfg.paths.output_dir = out  # the timing callback came with the config (main: +callbacks.bench_timer)
         train(cfg)
     timer = StepTimer.instance
-    return {"walls": timer.walls, "cpus": timer.cpus, "losses": [float(v) for v in timer.losses],
-            "evals": timer.counts}
+    return {"walls": timer.walls, "cpus": timer.cpus, "eval_cpus": timer.eval_cpus,
+            "losses": [float(v) for v in timer.losses], "evals": timer.counts}
 
 
 def run_sweep(spec: dict) -> dict:

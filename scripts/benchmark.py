@@ -88,7 +88,8 @@ def fixed_costs(rows: list[dict]) -> list[dict]:
         if row["variant"] == "nst-exp" and bare:
             costs.append({"size": row["size"], "optimizer": row["optimizer"], "precision": row["precision"],
                           **fixed_cost(row["ms_per_step"], bare["ms_per_step"], row.get("cpu_ms_per_step"),
-                                       bare.get("cpu_ms_per_step"))})
+                                       bare.get("cpu_ms_per_step"), row.get("outside_cpu_ms_per_step"),
+                                       bare.get("outside_cpu_ms_per_step"))})
     return costs
 
 
@@ -97,6 +98,8 @@ def print_fixed_costs(costs: list[dict]) -> None:
           " CPU: process CPU time, which with --threads 1 other processes' load does not inflate)")
     for c in costs:
         cpu = f", CPU {c['fixed_cpu_ms']:+6.2f} ms/step" if "fixed_cpu_ms" in c else ""
+        if "fixed_outside_cpu_ms" in c:
+            cpu += f", CPU outside the evaluations {c['fixed_outside_cpu_ms']:+5.2f} ms/step"
         print(f"  {c['size']:>5} px {c['optimizer']:6} {c['precision']:10} nst-exp {c['project_ms']:8.2f} ms, "
               f"bare {c['bare_ms']:8.2f} ms: {c['fixed_ms']:+6.2f} ms/step ({c['x_bare']:.3f}x){cpu}")
 

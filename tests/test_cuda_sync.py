@@ -18,6 +18,7 @@ import torch
 
 from conftest import compose_cfg
 from nst_exp.engine.loggers import finish_wandb
+from nst_exp.engine.steps import StepHooks
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,15 +26,16 @@ LOG_EVERY = 10
 WINDOW = range(LOG_EVERY + 1, 2 * LOG_EVERY)  # steps strictly between two flushes (steps count from 1)
 
 
-class SyncTrap(pl.Callback):
+class SyncTrap(StepHooks, pl.Callback):
     """Sync debug mode "error" from the start of the first step in ``WINDOW`` to the start of
-    the first step after it: the steps themselves, every callback's hooks, Lightning's loop
-    and logger bookkeeping between them, the progress bar, the next batch's fetch."""
+    the first step after it: the steps themselves and every callback's step hooks (a step hook,
+    so it also watches steps that share a Lightning batch: engine/steps.py); where batches
+    hold one step, also Lightning's loop and every callback's batch hooks between them."""
 
     def __init__(self) -> None:
         self.trapped: list[int] = []
 
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+    def before_step(self, trainer: pl.Trainer, *args: Any) -> None:
         step = trainer.global_step + 1  # the step about to run
         if step - 1 in WINDOW:  # the previous step and everything after it ran without a sync
             self.trapped.append(step - 1)

@@ -61,11 +61,13 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     features = features.float()
     b, c, h, w = features.shape
     with torch.autocast(features.device.type, enabled=False):  # fp32 even under bf16 autocast
-        if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
-            flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)  # NHWC (speed.py): a view, no copy
-            gram = _Gram.apply(flat, True)
+        nhwc = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+        # NHWC (speed.py): a view, no copy
+        flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c) if nhwc else features.reshape(b, c, h * w)
+        if 2 * h * w >= c:
+            gram = _Gram.apply(flat, nhwc)
         else:
-            gram = _Gram.apply(features.reshape(b, c, h * w), False)
+            gram = torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
     return gram / gram_scale(norm, c, h * w)
 
 

@@ -23,6 +23,7 @@ from nst_exp.core.files import atomic_path
 from nst_exp.core.images import save_image, to_pil
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.steps import StepHooks
 from nst_exp.engine.summary import Summary, SummaryPart, write_summary
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ log = logging.getLogger(__name__)
 TRAILING_FIELDS = ("wall_time_s", "evals")
 
 
-class MetricsRecorder(pl.Callback):
+class MetricsRecorder(StepHooks, pl.Callback):
     """Every step's losses into ``metrics.csv`` and the Lightning loggers (``train/<key>``).
 
-    The CSV is rewritten atomically at each flush, so it is always complete and readable.
+    Each step's values stay on the device, one stacked tensor per step, until the flush every
+    ``every_n_steps`` copies them to the host at once. The CSV is rewritten atomically at each
+    flush, so it is always complete and readable.
     """
 
     def __init__(self, output_dir: str, every_n_steps: int = 10) -> None:
@@ -45,6 +48,7 @@ class MetricsRecorder(pl.Callback):
         self.columns: list[str] = []  # the objective's, set when training starts
         self._trainer: pl.Trainer | None = None  # the run (or a batch job's view of it) to flush to
         self._pending: list[tuple[int, float, int, torch.Tensor]] = []
+        self._csv: io.StringIO | None = None  # self.rows as CSV text: each row is formatted once
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
         self._resumed_evals = 0
@@ -57,21 +61,28 @@ class MetricsRecorder(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict["rows"]]
+        self._csv = None  # formatted again from the restored rows
         self._resumed_wall = float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0
         self._resumed_evals = int(self.rows[-1].get("evals", 0)) if self.rows else 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._start = time.perf_counter() - self._resumed_wall
         self.columns = list(pl_module.columns)
-        self._trainer = trainer
+        self._trainer, self._csv = trainer, None
+
+    def step_interval(self) -> int:
+        return self.every_n_steps
+
+    def after_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> bool:
+        """Keep the step's values (one stack, on the device: summed over images at the flush)."""
+        parts = pl_module.last_components
+        if parts:
+            evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
+            stacked = torch.stack([parts[key] for key in self.columns])  # (columns, images)
+            self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
+        return False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
-        parts = pl_module.last_components
-        if not parts:
-            return
-        stacked = torch.stack([parts[key].sum() for key in self.columns])
-        evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
-        self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
         if trainer.global_step % self.every_n_steps == 0:
             self.flush(trainer)
 
@@ -85,12 +96,12 @@ class MetricsRecorder(pl.Callback):
         """Move pending values to the host in one copy, append to the CSV, send to loggers."""
         if not self._pending:
             return
-        values = torch.stack([v for *_, v in self._pending]).cpu().tolist()
+        values = torch.stack([v for *_, v in self._pending]).sum(-1).cpu().tolist()
         new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4), "evals": evals}
                     for (step, wall, evals, _), vals in zip(self._pending, values)]
         self._pending.clear()
         self.rows += new_rows
-        self._write_csv()
+        self._write_csv(new_rows)
         for row in new_rows:
             for logger in trainer.loggers:
                 logger.log_metrics({f"train/{k}": row[k] for k in self.columns}, step=int(row["step"]))
@@ -98,16 +109,21 @@ class MetricsRecorder(pl.Callback):
         log.info("step %d  %s", last["step"], "  ".join(f"{key.removesuffix('_loss')} {last[key]:.4g}"
                                                       for key in self.columns))
 
-    def _write_csv(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["step", *self.columns, *TRAILING_FIELDS])
-        writer.writeheader()
-        writer.writerows(self.rows)
+    def _write_csv(self, new_rows: list[dict[str, float]]) -> None:
+        """The whole file, atomically; only the new rows are formatted (a long run's flush would
+        otherwise format every row so far, each time: quadratic in the steps)."""
+        fresh = self._csv is None
+        if fresh:
+            self._csv = io.StringIO()
+        writer = csv.DictWriter(self._csv, fieldnames=["step", *self.columns, *TRAILING_FIELDS])
+        if fresh:
+            writer.writeheader()
+        writer.writerows(self.rows if fresh else new_rows)
         with atomic_path(self.path) as tmp:
-            tmp.write_text(buffer.getvalue())
+            tmp.write_text(self._csv.getvalue())
 
 
-class Snapshots(pl.Callback):
+class Snapshots(StepHooks, pl.Callback):
     """Save ``snapshots/step_XXXXXX.png`` every N steps and send it to loggers that take images.
 
     ``denoise``/``denoise_method`` as for final.png (mxnet denoises every image it saves).
@@ -118,6 +134,9 @@ class Snapshots(pl.Callback):
         self.dir = Path(output_dir) / "snapshots"
         self.every_n_steps = int(every_n_steps)
         self.denoise, self.denoise_method = float(denoise), denoise_method
+
+    def step_interval(self) -> int:
+        return max(0, self.every_n_steps)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:

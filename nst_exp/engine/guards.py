@@ -6,10 +6,12 @@ keeps the best image seen so far on the device, and on divergence either restart
 a lower lr (``restarts`` times) or stops the run there, with ``status: diverged`` and the step
 in summary.json, so the run ends cleanly with its best result instead of a black image.
 
-Cost: the bookkeeping is a few device ops per step (compare, ``torch.where`` over one image)
-and never waits for the device. Reading the verdict is the only sync: every step for L-BFGS,
-which syncs on every step anyway (its line search reads the loss), and for Adam only at the
-metrics flush (``check_every = log_every``), where MetricsRecorder syncs already.
+Cost: the bookkeeping is a few device ops per step (compare, ``torch.where`` over one image),
+done inside the batch (engine/steps.py), and never waits for the device. Reading the verdict
+is the only sync: every ``check_every`` steps (``log_every``: the metrics flush, where
+MetricsRecorder syncs already); L-BFGS, whose line search reads the loss at every evaluation
+anyway, also reads it after every step and ends the batch at the first bad one, so its verdict
+comes at once.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import torch
 
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.steps import StepHooks
 from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
 
 
-class DivergenceGuard(SummaryPart, pl.Callback):
+class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
     """Detect a non-finite or exploding loss; restore the best image; restart or stop.
 
     :param explode_factor: a loss above ``explode_factor`` times the best so far is divergence
@@ -37,7 +40,7 @@ class DivergenceGuard(SummaryPart, pl.Callback):
     :param restarts: how many times to restart from the best image with ``lr * lr_factor``
         before giving up and stopping the run.
     :param lr_factor: the learning-rate multiplier at each restart.
-    :param check_every: steps between verdicts for first-order optimisers (L-BFGS: every step).
+    :param check_every: steps between verdicts (L-BFGS: also at once, see the module docstring).
     """
 
     def __init__(self, explode_factor: float | None = 1e3, restarts: int = 0, lr_factor: float = 0.1,
@@ -60,6 +63,7 @@ class DivergenceGuard(SummaryPart, pl.Callback):
         self._bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)  # first unhandled bad step
         self._bad_loss = torch.full((batch,), math.nan, device=device)
         self._restarts_left = self.restarts
+        self._quasi_newton = quasi_newton(trainer.optimizers[0])
         self.events = []
         state, self._restored = self._restored, None
         if state:  # a resumed run: the same best image, restarts left and history of events
@@ -77,16 +81,23 @@ class DivergenceGuard(SummaryPart, pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict)  # applied in on_train_start, which sets up the tensors
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+    def step_interval(self) -> int:
+        return self.check_every
+
+    def before_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._start.copy_(pl_module.image.detach())
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+    def after_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> bool:
+        """Track the step's start image and loss; with L-BFGS, end the batch at a bad step."""
         loss = pl_module.last_components.get("loss")
         if loss is None:
-            return
+            return False
         self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
-        every = 1 if quasi_newton(trainer.optimizers[0]) else self.check_every
-        if trainer.global_step % every == 0 and int(self._bad_step.max()) >= 0:  # the one sync
+        return self._quasi_newton and int(self._bad_step.max()) >= 0  # L-BFGS has synced anyway
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        due = trainer.global_step % self.check_every == 0 or self._quasi_newton
+        if due and hasattr(self, "_bad_step") and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:

@@ -6,6 +6,7 @@ of *every* batch (``_ResultCollection.metrics`` fills ``progress_bar_metrics`` w
 refresh rate. The module logs its losses without ``prog_bar``, and this bar reads
 ``train/loss`` from ``callback_metrics`` (device tensors) when it redraws, every
 ``refresh_rate`` steps -- the metrics flush's rate, where the host waits for the device anyway.
+A batch may hold several steps (engine/steps.py): the bar counts steps, not batches.
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
+
+from nst_exp.engine.steps import StepHooks
 
 SHOWN = ("train/loss",)  # callback_metrics keys the bar shows
 
 
-class LossProgressBar(TQDMProgressBar):
+class LossProgressBar(StepHooks, TQDMProgressBar):
     """TQDMProgressBar showing ``train/loss``, converted at refresh time only."""
+
+    def step_interval(self) -> int:
+        return self.refresh_rate
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        bar, step = self.train_progress_bar, trainer.global_step
+        if bar is not None and self._should_update(step, bar.total):
+            _update_n(bar, step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)

@@ -17,13 +17,14 @@ import pytorch_lightning as pl
 import torch
 
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.steps import StepHooks
 from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
 STOP_ON = ("loss", "image")
 
 
-class StopOnPlateau(SummaryPart, pl.Callback):
+class StopOnPlateau(StepHooks, SummaryPart, pl.Callback):
     """Stop when the loss (or image) changed by less than ``eps`` (relative) over ``window`` steps.
 
     eps = 0 never stops. The loss test is ``|L(t - window) - L(t)| / |L(t - window)| < eps``.
@@ -46,6 +47,9 @@ class StopOnPlateau(SummaryPart, pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._reference, self.stopped_early_at = state_dict["reference"], state_dict["stopped_early_at"]
+
+    def step_interval(self) -> int:
+        return self.window if self.eps > 0 else 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         if self.eps <= 0 or not pl_module.last_components or trainer.global_step % self.window:

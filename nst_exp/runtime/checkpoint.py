@@ -38,6 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_exp.core.files import atomic_path
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.steps import StepHooks
 from nst_exp.errors import CheckpointError, ConfigError
 from nst_exp.runtime.fingerprint import fingerprint
 from nst_exp.runtime.signals import Interrupted, defer_to_step_end, pending_signal, stop_at_once
@@ -111,7 +112,7 @@ def find_checkpoint(cfg: DictConfig, module: StyleTransferModule) -> Path | None
     return path
 
 
-class Checkpointing(pl.Callback):
+class Checkpointing(StepHooks, pl.Callback):
     """Save ``checkpoint.ckpt`` every N steps and when a stop signal arrives; restore RNG states.
 
     ``keep_final=False`` deletes the checkpoint once the run has finished: it holds L-BFGS's
@@ -169,6 +170,14 @@ class Checkpointing(pl.Callback):
         log.info("Resumed at step %d of %d", trainer.global_step, trainer.max_steps)
 
     # --- when to save ----------------------------------------------------------------------
+    def step_interval(self) -> int:
+        return max(0, self.every_n_steps)
+
+    def after_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> bool:
+        """A stop signal ends the batch after this step: the next batch's start (or Lightning,
+        for a SIGTERM it caught itself) saves and stops."""
+        return pending_signal() is not None or bool(getattr(trainer, "received_sigterm", False))
+
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         # Before the next step rather than after the last: every job of a batch has then seen
         # the last step's end (metrics, snapshots), and the state is that step's end.

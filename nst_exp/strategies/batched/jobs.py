@@ -29,6 +29,7 @@ from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.per_image import PerImageControl
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
+from nst_exp.engine.steps import StepHooks, steps_per_batch
 
 log = logging.getLogger(__name__)
 # Hooks forwarded to the jobs still running (setup/teardown belong to the batch's own callbacks).
@@ -130,8 +131,11 @@ class JobTrainer:
         self.stop_requested = self.stop_requested or bool(value)
 
 
-class BatchCallbacks(pl.Callback):
+class BatchCallbacks(StepHooks, pl.Callback):
     """Forward the Trainer's hooks to every running job's callbacks with that job's view.
+
+    The step hooks too (engine/steps.py): a batch runs as many steps per Lightning batch as
+    every job's callbacks allow.
 
     Its state (checkpointed with the batch) is every job's callback states and stop step.
     """
@@ -159,6 +163,26 @@ class BatchCallbacks(pl.Callback):
             view = ImageSlice(module, run.index, self._evaluations)
             for callback in run.job.callbacks:
                 getattr(callback, hook)(run, view, *args)
+
+    def step_interval(self) -> int:
+        return steps_per_batch(callback for job in self.jobs for callback in job.callbacks)
+
+    def before_step(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
+        self._forward_step("before_step", module)
+
+    def after_step(self, trainer: pl.Trainer, module: StyleTransferModule) -> bool:
+        return self._forward_step("after_step", module)
+
+    def _forward_step(self, hook: str, module: StyleTransferModule) -> bool:
+        """A step hook to every running job's step-hook callbacks; True if one ends the batch."""
+        self._evaluations.clear()
+        end = False
+        for run in self.running:
+            view = ImageSlice(module, run.index, self._evaluations)
+            for callback in run.job.callbacks:
+                if isinstance(callback, StepHooks):
+                    end = bool(getattr(callback, hook)(run, view)) or end
+        return end
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         self._forward("on_train_batch_end", pl_module, *args)
