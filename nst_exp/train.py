@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from nst_exp import CONFIG_DIR
-from nst_exp.config import check_config, plain
+from nst_exp.config import check_config
 from nst_exp.config.errors import config_errors
 from nst_exp.runtime import jobdir
 from nst_exp.runtime.console import quiet_third_party
@@ -34,8 +34,9 @@ quiet_third_party()
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Check ``cfg``, run it with the strategy it asks for (nst_exp/strategies), return summary.json."""
-    check_config(cfg)  # the one check, before anything uses a value (seed_everything refuses some seeds)
-    cfg = plain(cfg)  # from here on plain values: the schema's Enums are for checking
+    # the one check, before anything uses a value (seed_everything refuses some seeds); from here
+    # on plain values: the schema's Enums are for checking
+    cfg = check_config(cfg)
     pin_job(cfg)  # joblib sweeps: this job's own GPU and share of the CPU threads
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("scales"):  # coarse-to-fine: one run per scale

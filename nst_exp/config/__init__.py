@@ -4,7 +4,8 @@
   ``choices.py``) that the YAML files extend (``store.py``), so Hydra checks keys and types
   while it composes; each has a ``check`` method with the ranges of its fields.
 - ``check_config(cfg)``: runs those ``check`` methods once per run, before the run builds
-  anything (train.py; the batched launcher per job). Constructors downstream trust the values.
+  anything (train.py; the batched launcher per job), and returns the config with plain values
+  (``plain``) for the run to use. Constructors downstream trust the values.
 - ``errors.py``: Hydra's and OmegaConf's composition errors as one line (unknown key with the
   closest valid one, wrong type, unknown group choice with the choices).
 
@@ -25,8 +26,9 @@ from nst_exp.config.store import register_schemas
 __all__ = ["check_config", "plain", "register_schemas"]
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Run the ``check`` of every typed node of ``cfg``, groups before the top level's cross-checks.
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Run the ``check`` of every typed node of ``cfg``, groups before the top level's cross-checks;
+    return ``plain(cfg)``, what the run uses from then on.
 
     A bad value raises ConfigError with one line that names the field and the value
     (``steps=0: must be an integer >= 1``). Each check gets the composed node as ``self`` and
@@ -34,6 +36,7 @@ def check_config(cfg: DictConfig) -> None:
     """
     for schema, node in _typed_nodes(cfg):
         schema.check(node)
+    return plain(cfg)
 
 
 def plain(cfg: DictConfig) -> DictConfig:

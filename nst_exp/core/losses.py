@@ -41,13 +41,18 @@ class _Gram(torch.autograd.Function):
     def forward(ctx, flat: Tensor, nhwc: bool) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(flat)
         ctx.nhwc = nhwc
-        return torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
+        return _gram_product(flat, nhwc)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (flat,) = ctx.saved_tensors
         sym = grad + grad.transpose(1, 2)
         return (torch.bmm(flat, sym) if ctx.nhwc else torch.bmm(sym, flat)), None
+
+
+def _gram_product(flat: Tensor, nhwc: bool) -> Tensor:
+    """F F^T of (B, C, M) features, or flat^T flat of their (B, M, C) channels_last view."""
+    return torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
 
 
 def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
@@ -64,10 +69,7 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
         nhwc = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
         # NHWC (speed.py): a view, no copy
         flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c) if nhwc else features.reshape(b, c, h * w)
-        if 2 * h * w >= c:
-            gram = _Gram.apply(flat, nhwc)
-        else:
-            gram = torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
+        gram = _Gram.apply(flat, nhwc) if 2 * h * w >= c else _gram_product(flat, nhwc)
     return gram / gram_scale(norm, c, h * w)
 
 

@@ -97,7 +97,7 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         due = trainer.global_step % self.check_every == 0 or self._quasi_newton
-        if due and hasattr(self, "_bad_step") and int(self._bad_step.max()) >= 0:  # the one sync
+        if due and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:

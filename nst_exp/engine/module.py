@@ -72,7 +72,7 @@ class StyleTransferModule(pl.LightningModule):
         self._cache: tuple[Tensor, Tensor, Tensor, dict[str, Tensor]] | None = None
         self._step_hooks: list[StepHooks] = []
         self._steps_per_batch = 1
-        self._optimizer_kind: bool | None = None  # quasi-Newton or not, for this fit's optimiser
+        self._quasi_newton = False  # this fit's optimiser is L-BFGS-like (set in on_train_start)
         self._backward: Callable[[Tensor], None] = self.manual_backward
 
     # --- what the spec says, as the callbacks read it ------------------------------------
@@ -155,7 +155,7 @@ class StyleTransferModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """Plan the batches: several steps each, as the callbacks' cadences allow (engine/steps.py)."""
         callbacks = self.trainer.callbacks
-        self._optimizer_kind = None
+        self._quasi_newton = quasi_newton(self.trainer.optimizers[0])  # asked at every evaluation
         self._backward = self._plain_backward if plain_backward_will_do(self) else self.manual_backward
         self._step_hooks = [callback for callback in callbacks if isinstance(callback, StepHooks)]
         self._steps_per_batch = steps_per_batch(callbacks)
@@ -245,12 +245,6 @@ class StyleTransferModule(pl.LightningModule):
     @staticmethod
     def _plain_backward(loss: Tensor) -> None:
         loss.backward()
-
-    @property
-    def _quasi_newton(self) -> bool:
-        if self._optimizer_kind is None:  # cached per fit (on_train_start resets it): asked at every evaluation
-            self._optimizer_kind = quasi_newton(self.trainer.optimizers[0] if self._trainer is not None else None)
-        return self._optimizer_kind
 
     def on_train_end(self) -> None:
         with torch.no_grad():

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nst_exp.config import check_config, plain
+from nst_exp.config import check_config
 from nst_exp.core.files import read_json
 from nst_exp.core.lbfgs import image_lbfgs
 from nst_exp.engine.loggers import wandb_run
@@ -89,8 +89,7 @@ def prepare_job(cfg: DictConfig, resume: BatchResume | None = None) -> Job:
     A bad value fails this job here, alone, before its batch starts. ``resume`` (shared by the
     jobs of one batch) points a resumed job's W&B logger at its run.
     """
-    check_config(cfg)
-    cfg = plain(cfg)  # the schema's Enums are for checking: plain values from here on
+    cfg = check_config(cfg)  # plain values from here on: the schema's Enums are for checking
     with open_dict(cfg):
         cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
         if (cfg.get("logger") or {}).get("wandb") is not None:

@@ -156,33 +156,26 @@ class BatchCallbacks(StepHooks, pl.Callback):
     def running(self) -> list[JobTrainer]:
         return [run for run in self.runs if run.stopped_at is None]
 
-    def _forward(self, hook: str, module: StyleTransferModule, *args: Any, runs: list[JobTrainer] | None = None
-                 ) -> None:
+    def _forward(self, hook: str, module: StyleTransferModule, *args: Any, runs: list[JobTrainer] | None = None,
+                 kind: type = pl.Callback) -> bool:
+        """``hook`` to the callbacks of ``kind`` of every running job (or of ``runs``), each with
+        its job's view; True if one of them returned a true value (a step hook ending the batch)."""
         self._evaluations.clear()  # the image may have changed since the last hook
+        answers = []
         for run in self.running if runs is None else runs:
             view = ImageSlice(module, run.index, self._evaluations)
-            for callback in run.job.callbacks:
-                getattr(callback, hook)(run, view, *args)
+            answers += [getattr(callback, hook)(run, view, *args) for callback in run.job.callbacks
+                        if isinstance(callback, kind)]
+        return any(answers)
 
     def step_interval(self) -> int:
         return steps_per_batch(callback for job in self.jobs for callback in job.callbacks)
 
     def before_step(self, trainer: pl.Trainer, module: StyleTransferModule) -> None:
-        self._forward_step("before_step", module)
+        self._forward("before_step", module, kind=StepHooks)
 
     def after_step(self, trainer: pl.Trainer, module: StyleTransferModule) -> bool:
-        return self._forward_step("after_step", module)
-
-    def _forward_step(self, hook: str, module: StyleTransferModule) -> bool:
-        """A step hook to every running job's step-hook callbacks; True if one ends the batch."""
-        self._evaluations.clear()
-        end = False
-        for run in self.running:
-            view = ImageSlice(module, run.index, self._evaluations)
-            for callback in run.job.callbacks:
-                if isinstance(callback, StepHooks):
-                    end = bool(getattr(callback, hook)(run, view)) or end
-        return end
+        return self._forward("after_step", module, kind=StepHooks)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
         self._forward("on_train_batch_end", pl_module, *args)
