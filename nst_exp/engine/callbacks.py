@@ -22,6 +22,7 @@ from nst_exp.core.denoise import denoise
 from nst_exp.core.files import atomic_path
 from nst_exp.core.images import save_image, to_pil
 from nst_exp.engine.loggers import wandb_run
+from nst_exp.engine.memory import release_optimizer_state
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.steps import StepHooks
 from nst_exp.engine.summary import Summary, SummaryPart, write_summary
@@ -186,6 +187,8 @@ class RunSummary(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._train_end = time.perf_counter()
         self.status = "ok" if self.status == "running" else self.status
+        if isinstance(trainer, pl.Trainer):  # a whole run; one job of a batch leaves its batch's optimiser be
+            release_optimizer_state(trainer)
         self.write(trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: StyleTransferModule, exception: BaseException) -> None:
