@@ -7,6 +7,8 @@ divided by s), exactly as it ships. Same content, style and start images.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import twin_neural_style as twin
@@ -167,8 +169,12 @@ def test_bad_tv_reduction_is_refused() -> None:
 
 @pytest.mark.parametrize("nhwc", [False, True])
 def test_gram_backward_is_the_products(nhwc: bool) -> None:
-    """The Gram's one-product backward (dG + dG^T) F, NCHW and NHWC views, against finite
-    differences in float64 (gradcheck's own tolerances)."""
-    flat = torch.randn(2, 12, 5, dtype=torch.double, generator=torch.Generator().manual_seed(0))
-    flat = (flat if nhwc else flat.transpose(1, 2).contiguous()).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: _Gram.apply(t, nhwc), (flat,))
+    """The Gram's one-product backward (dG + dG^T) F, NCHW and NHWC features, against finite
+    differences in float64 (gradcheck's own tolerances); the gradient comes back in the
+    features' layout, as a tensor of its own (autograd accumulates into it in place)."""
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    features = torch.randn(2, 5, 3, 4, dtype=torch.double, generator=torch.Generator().manual_seed(0))
+    features = features.contiguous(memory_format=layout).requires_grad_(True)
+    assert torch.autograd.gradcheck(_Gram.apply, (features,))
+    grad = _Gram.backward(SimpleNamespace(saved_tensors=(features.detach(),)), torch.ones(2, 5, 5, dtype=torch.double))
+    assert grad.is_contiguous(memory_format=layout) and grad._base is None

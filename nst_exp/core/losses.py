@@ -33,25 +33,41 @@ class _Gram(torch.autograd.Function):
 
     Autograd would differentiate ``bmm(F, F^T)`` through both operands: two products the size
     of the forward one and an accumulation of two F-sized gradients. G's symmetry makes that
-    one product plus a C x C addition (the Gram's backward costs half as much).
-    ``nhwc``: ``flat`` is (B, H*W, C) and G = flat^T flat (the channels_last view, no copy).
+    one product plus a C x C addition (the Gram's backward costs half as much). The gradient is
+    written into a new tensor in the features' own layout, not returned as a view: autograd
+    then adds the next layer's gradient to it in place (a view, or another layout, costs a new
+    F-sized tensor and a strided copy per style layer).
     """
 
     @staticmethod
-    def forward(ctx, flat: Tensor, nhwc: bool) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(flat)
-        ctx.nhwc = nhwc
-        return _gram_product(flat, nhwc)
+    def forward(ctx, features: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(features)
+        return _gram_product(features)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (flat,) = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (features,) = ctx.saved_tensors
         sym = grad + grad.transpose(1, 2)
-        return (torch.bmm(flat, sym) if ctx.nhwc else torch.bmm(sym, flat)), None
+        out = torch.empty_like(features)  # preserves channels_last
+        flat, nhwc = _flat(features)
+        if nhwc:
+            torch.bmm(flat, sym, out=_flat(out)[0])
+        else:
+            torch.bmm(sym, flat, out=_flat(out)[0])
+        return out
 
 
-def _gram_product(flat: Tensor, nhwc: bool) -> Tensor:
-    """F F^T of (B, C, M) features, or flat^T flat of their (B, M, C) channels_last view."""
+def _flat(features: Tensor) -> tuple[Tensor, bool]:
+    """A view of (B, C, H, W) features as (B, C, H*W), or as (B, H*W, C) if they are NHWC
+    (channels_last, speed.py): no copy either way; and whether they are NHWC."""
+    b, c, h, w = features.shape
+    nhwc = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    return (features.permute(0, 2, 3, 1).reshape(b, h * w, c) if nhwc else features.reshape(b, c, h * w)), nhwc
+
+
+def _gram_product(features: Tensor) -> Tensor:
+    """F F^T of (B, C, H, W) features, whatever their layout."""
+    flat, nhwc = _flat(features)
     return torch.bmm(flat.transpose(1, 2), flat) if nhwc else torch.bmm(flat, flat.transpose(1, 2))
 
 
@@ -64,12 +80,10 @@ def gram_matrix(features: Tensor, norm: str = "chw") -> Tensor:
     mean((G - A)^2) / (c*h*w) of raw Grams; ``none`` keeps the raw sum.
     """
     features = features.float()
-    b, c, h, w = features.shape
+    _, c, h, w = features.shape
     with torch.autocast(features.device.type, enabled=False):  # fp32 even under bf16 autocast
-        nhwc = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
-        # NHWC (speed.py): a view, no copy
-        flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c) if nhwc else features.reshape(b, c, h * w)
-        gram = _Gram.apply(flat, nhwc) if 2 * h * w >= c else _gram_product(flat, nhwc)
+        # One product backward where it is cheaper than autograd's two (positions >= channels / 2)
+        gram = _Gram.apply(features) if 2 * h * w >= c else _gram_product(features)
     return gram / gram_scale(norm, c, h * w)
 
 
@@ -81,9 +95,17 @@ def gram_scale(norm: str, channels: int, positions: int) -> float:
 
 def distance(input: Tensor, target: Tensor, norm: str = "l2", reduction: str = "mean") -> Tensor:
     """Per-image L2 (squared) or L1 distance, reduced over all but the batch dim -> (B,)."""
-    diff = (input.float() - target.float()).flatten(1)
+    diff = _rows(input.float() - target.float())
     per_element = diff.square() if norm == "l2" else diff.abs()
     return per_element.mean(1) if reduction == "mean" else per_element.sum(1)
+
+
+def _rows(values: Tensor) -> Tensor:
+    """(B, ...) -> (B, N) in memory order: a view of channels_last features too (flatten(1)
+    would copy them, and hand their gradient back in the other layout)."""
+    if values.dim() == 4 and _flat(values)[1]:
+        return values.permute(0, 2, 3, 1).reshape(values.shape[0], -1)
+    return values.flatten(1)
 
 
 class ContentLoss(nn.Module):
