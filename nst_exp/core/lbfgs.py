@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.optim import LBFGS, Optimizer
 
+from nst_exp.core.history import PlainStateDict, pairs
 from nst_exp.core.line_search import projected_backtracking, strong_wolfe
 from nst_exp.core.per_image import PerImageControl, init_per_image, per_image, scale_lr
 
@@ -60,7 +61,7 @@ def two_loop(q: Tensor, stps: Sequence[Tensor], dirs: Sequence[Tensor], ro: Sequ
     return r
 
 
-class ImageLBFGS(PerImageControl, Optimizer):
+class ImageLBFGS(PlainStateDict, PerImageControl, Optimizer):
     """L-BFGS on one (B, ...) tensor, per image along dim 0; projected into ``bounds`` if given.
 
     Takes torch ``LBFGS``'s arguments, so ``optimizer=lbfgs`` configs work unchanged; ``lr``
@@ -108,9 +109,11 @@ class ImageLBFGS(PerImageControl, Optimizer):
 
     def memory(self, index: int) -> dict[str, Any]:
         """Image ``index``'s history: (s, y) pairs, 1/(s.y), the scaling, last gradient and step."""
-        images = self.state[self._param].setdefault("images", {})
-        return images.setdefault(index, {"n_iter": 0, "stps": [], "dirs": [], "ro": [], "h_diag": 1.0,
-                                         "grad": None, "s": None})
+        images, size = self.state[self._param].setdefault("images", {}), self.param_groups[0]["history_size"]
+        memory = images.setdefault(index, {"n_iter": 0, "stps": [], "dirs": [], "ro": [], "h_diag": 1.0,
+                                           "grad": None, "s": None})
+        memory["stps"], memory["dirs"] = pairs(memory["stps"], size), pairs(memory["dirs"], size)  # one block each
+        return memory
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]

@@ -23,13 +23,15 @@ the recipe's up to the rounding of ``k * x - mean`` itself (tests/test_neural_st
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import Tensor
 from torch.optim import LBFGS
 
+from nst_exp.core.history import PlainStateDict, pairs
 
-class PixelLBFGS(LBFGS):
+
+class PixelLBFGS(PlainStateDict, LBFGS):
     """``torch.optim.LBFGS`` whose variable is ``pixel_scale`` times the parameter.
 
     All other arguments are torch's, in the recipe's units (``lr``, ``tolerance_grad`` …).
@@ -48,3 +50,12 @@ class PixelLBFGS(LBFGS):
     def _add_grad(self, step_size: float, update: Tensor) -> None:  # type: ignore[override]
         """u += step * update, i.e. x += step * update / k."""
         super()._add_grad(step_size / self.pixel_scale, update)
+
+    def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
+        """torch's step; its (s, y) lists then move into one block each (core/history.py)."""
+        loss = super().step(closure)
+        state, size = self.state[self._params[0]], self.param_groups[0]["history_size"]
+        for key in ("old_dirs", "old_stps"):
+            if key in state:
+                state[key] = pairs(state[key], size)
+        return loss
