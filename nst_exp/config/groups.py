@@ -256,15 +256,6 @@ class DivergenceConf:
 
 
 @dataclass
-class HeapTrimConf:
-    _target_: str = MISSING
-    every_n_steps: int = 10  # 0: never
-
-    def check(self) -> None:
-        integer("callbacks.heap_trim.every_n_steps", self.every_n_steps, 0)
-
-
-@dataclass
 class CallbacksConf:
     """``callbacks``: the typed entries; the others are instantiated as they are (null drops one)."""
 
@@ -277,4 +268,3 @@ class CallbacksConf:
     wandb: Any = None
     summary: Any = None
     checkpoint: Any = None
-    heap_trim: HeapTrimConf | None = None

@@ -1,12 +1,14 @@
-"""Give the memory a run no longer uses back to the operating system.
+"""Give the memory a finished run no longer uses back to the operating system.
 
-Why a run needs this: L-BFGS keeps ``history_size`` pairs of image-sized vectors alive for
-``history_size`` steps, while each step's activations are allocated and freed around them.
-glibc's heap cannot hand back pages that lie between live blocks, so the holes left by freed
-pairs and activations stay resident: a 256 px ``experiment=neural_style`` run grew by about
-100 MB more than it used (docs/performance.md). ``malloc_trim(0)`` returns the free pages in
-the middle of the heap too; it costs a few milliseconds at 256 px, so ``HeapTrim`` calls it
-every few steps, not every step. Other C libraries (musl, macOS, Windows) lack it: a no-op there.
+When the steps are done, the optimiser's state (L-BFGS: ``history_size`` pairs of image-sized
+vectors) is dead weight, and scoring final.png (the yardstick's own network and features) came
+on top of it: the run's peak RSS was set after its last step (+80 MB at 256 px,
+docs/performance.md). ``release_optimizer_state`` drops it and hands the freed pages back with
+glibc's ``malloc_trim(0)``, which also returns free pages in the middle of the heap (``free``
+returns only its top). Other C libraries (musl, macOS, Windows) lack it: a no-op there.
+Trimming during the run, every few steps, cut a 512 px run's peak by 2-3 % more but cost ~1 %
+of its time and 0.15 ms a step at 32 px: not done (the L-BFGS history, the heap's main
+long-lived tenant, lives in one block instead: core/history.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import functools
 from typing import Any
 
 import pytorch_lightning as pl
-
-from nst_exp.engine.steps import StepHooks
 
 
 @functools.cache
@@ -47,19 +47,3 @@ def release_optimizer_state(trainer: pl.Trainer) -> None:
     for optimizer in trainer.optimizers:
         optimizer.state.clear()
     trim_heap()
-
-
-class HeapTrim(StepHooks, pl.Callback):
-    """``trim_heap()`` after every ``every_n_steps``-th optimiser step (0: never).
-
-    A step hook with no cadence of its own: it trims inside a batch, so the batches stay as
-    long as the other callbacks allow (engine/steps.py).
-    """
-
-    def __init__(self, every_n_steps: int = 10) -> None:
-        self.every_n_steps = int(every_n_steps)
-
-    def after_step(self, trainer: pl.Trainer, module: Any) -> bool:
-        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
-            trim_heap()
-        return False
