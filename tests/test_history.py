@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from test_lbfgs_reference import ARGS, iterates, quadratic, quadratic_loss
+from test_lbfgs_reference import ARGS, iterates, quadratic, quadratic_loss, take_steps
 
 from nst_exp.core.history import Pairs
 from nst_exp.core.lbfgs import ImageLBFGS
@@ -32,21 +32,6 @@ def test_pairs_behave_as_the_list_of_their_vectors_and_reuse_rows() -> None:
         pairs.append(torch.zeros(6))  # full
 
 
-def steps(opt: torch.optim.Optimizer, objective, count: int) -> torch.Tensor:
-    """``count`` steps of ``opt`` on its one parameter; the point reached."""
-    x = opt.param_groups[0]["params"][0]
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective(x)
-        loss.sum().backward()
-        return loss.detach() if isinstance(opt, ImageLBFGS) else loss.sum().detach()
-
-    for _ in range(count):
-        opt.step(closure)
-    return x.detach().clone()
-
-
 @pytest.mark.parametrize("make", [lambda p: PixelLBFGS(p, pixel_scale=1.0, **ARGS), lambda p: ImageLBFGS(p, **ARGS)],
                          ids=["pixel", "image"])
 def test_histories_live_in_blocks_and_checkpoint_as_plain_lists(make) -> None:
@@ -56,15 +41,17 @@ def test_histories_live_in_blocks_and_checkpoint_as_plain_lists(make) -> None:
     objective, x0 = quadratic_loss(a, b), torch.zeros(1, 16)
     reference = iterates(lambda p: torch.optim.LBFGS(p, **ARGS), objective, x0, 12)
     assert torch.equal(iterates(make, objective, x0, 12), reference)
-    opt = make([torch.nn.Parameter(x0.clone())])
-    at = steps(opt, objective, 7)
+    x = torch.nn.Parameter(x0.clone())
+    opt = make([x])
+    at = take_steps(opt, x, objective, 7)
     state = next(iter(opt.state.values()))
     memory = state["images"][0] if "images" in state else {"dirs": state["old_dirs"], "stps": state["old_stps"]}
     assert isinstance(memory["dirs"], Pairs) and isinstance(memory["stps"], Pairs) and len(memory["dirs"]) == 5
     buffer = io.BytesIO()
     torch.save(opt.state_dict(), buffer)
     buffer.seek(0)
-    again = make([torch.nn.Parameter(at)])
+    y = torch.nn.Parameter(at)
+    again = make([y])
     again.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(steps(again, objective, 5), steps(opt, objective, 5))
-    assert torch.equal(steps(opt, objective, 0), reference[-1])
+    assert torch.equal(take_steps(again, y, objective, 5), take_steps(opt, x, objective, 5))
+    assert torch.equal(x.detach(), reference[-1])

@@ -26,18 +26,20 @@ def iterates(make: Callable[[list[Tensor]], torch.optim.Optimizer], objective: O
     """The point after each of ``steps`` optimiser steps, stacked."""
     x = torch.nn.Parameter(x0.clone().contiguous())  # torch's LBFGS flattens grads with .view()
     opt = make([x])
+    return torch.stack([take_steps(opt, x, objective, 1) for _ in range(steps)])
 
+
+def take_steps(opt: torch.optim.Optimizer, x: Tensor, objective: Objective, steps: int) -> Tensor:
+    """``steps`` steps of ``opt`` on ``x`` (per-image losses for ImageLBFGS); the point reached."""
     def closure() -> Tensor:
         opt.zero_grad()
         losses = objective(x)
         losses.sum().backward()
         return losses.detach() if isinstance(opt, ImageLBFGS) else losses.sum().detach()
 
-    points = []
     for _ in range(steps):
         opt.step(closure)
-        points.append(x.detach().clone())
-    return torch.stack(points)
+    return x.detach().clone()
 
 
 def quadratic(n: int, seed: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -167,14 +169,7 @@ def test_sufficient_decrease_gets_the_start_points_slope(monkeypatch: pytest.Mon
 
 def kept_pairs(opt: torch.optim.Optimizer, x: Tensor, objective: Objective, steps: int) -> int:
     """Curvature pairs in the history after ``steps`` steps."""
-    def closure() -> Tensor:
-        opt.zero_grad()
-        losses = objective(x)
-        losses.sum().backward()
-        return losses.detach() if isinstance(opt, ImageLBFGS) else losses.sum().detach()
-
-    for _ in range(steps):
-        opt.step(closure)
+    take_steps(opt, x, objective, steps)
     return len(opt.memory(0)["stps"]) if isinstance(opt, ImageLBFGS) else len(opt.state[x]["old_dirs"])
 
 
