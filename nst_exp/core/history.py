@@ -4,9 +4,10 @@ Why: L-BFGS keeps ``history_size`` image-sized vectors s and y alive for ``histo
 while every step allocates and frees its activations around them. Allocated one by one, the
 long-lived vectors pin the C heap between the short-lived blocks, which then cannot be reused
 or handed back (512 px x 100 ``experiment=neural_style``: peak RSS 1607 MB that way, with a
-heap trim every 10 steps; 1577-1584 MB with ``Pairs``; docs/performance.md). ``Pairs`` copies each vector into a row of one ``history_size`` x N block, allocated at the
-first append (its pages become resident only as rows are written), so the per-step vectors are
-short-lived like the rest. The copy is exact: the algorithm's numbers do not change.
+heap trim every 10 steps; 1577-1584 MB with ``Pairs``; docs/performance.md). ``Pairs`` copies
+each vector into a row of one ``history_size`` x N block, allocated at the first append (its
+pages become resident only as rows are written), so the per-step vectors are short-lived like
+the rest. The copy is exact: the algorithm's numbers do not change.
 
 It behaves as the list of its rows, so torch's ``LBFGS`` and ``ImageLBFGS`` use it unchanged
 (``append``, ``pop(0)``, ``len``, indexing, iteration). Checkpoints store plain lists
