@@ -17,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 from test_batch import pixels
 from test_resume import losses, metric_rows
+from test_steps import same_run
 
 from conftest import FAST, compose_cfg, run_cli
 from nst_exp.runtime.checkpoint import CHECKPOINT_NAME
@@ -141,6 +142,27 @@ def test_sigterm_mid_batch_then_the_same_command_resumes_it(tmp_path: Path) -> N
         assert (jobs / job / "final.png").read_bytes() == (reference / job / "final.png").read_bytes()
         assert not (jobs / job / CHECKPOINT_NAME).exists() and not list((jobs / job).rglob("*.tmp"))
     assert any(summary(reference / job)["stopped_early_at"] for job in "0123")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_several_steps_per_batch_write_what_one_step_per_batch_writes(tmp_path: Path, optimizer: str) -> None:
+    """engine/steps.py in a batch: its jobs' metrics every 4 steps, snapshots and checkpoints every
+    8, so batches of 4 steps; a job callback that acts per batch without saying how often
+    (test_steps.BatchEnds) makes them 1 step long. Every job's files are the same, to the bit."""
+    env = {"PYTHONPATH": TESTS, **ONE_THREAD}
+    common = [f"optimizer={optimizer}", "steps=14", "style_weight=1e4,1e5", "callbacks.stopping.window=4",
+              "stop_eps=0,0.9"]  # jobs 1 and 3 stop early: the others run on
+    cadence = ["log_every=4", "snapshot_every=8", "checkpoint_every=8"]
+    runs = {}
+    for name, extra in (("chunked", []), ("one", ["+callbacks.ends._target_=test_steps.BatchEnds"])):
+        result = run_cli("-m", "hydra/launcher=batched", *BASE[:4], *common, *cadence, *extra,
+                         f"hydra.sweep.dir={tmp_path / name}", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = tmp_path / name
+    stopped = summary(runs["chunked"] / "1")["stopped_early_at"]
+    assert 0 < stopped < 14 and stopped == summary(runs["one"] / "1")["stopped_early_at"]
+    for job in "0123":
+        same_run(runs["chunked"] / job, runs["one"] / job)
 
 
 def test_an_option_a_batch_cannot_honour_is_one_line_for_every_job(tmp_path: Path) -> None:
