@@ -25,7 +25,7 @@ from nst_exp.core.features import VGGFeatures
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.objective import Objective, Seen, TermInputs, build_objective
 from nst_exp.engine.spec import ObjectiveSpec
-from nst_exp.engine.steps import StepHooks, batch_length, steps_per_batch
+from nst_exp.engine.steps import StepHooks, batch_length, overrides, steps_per_batch
 
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -273,8 +273,7 @@ def plain_backward_will_do(module: pl.LightningModule) -> bool:
     """
     trainer = module.trainer
     hooks = ("on_before_backward", "on_after_backward")
-    overridden = any(getattr(type(callback), hook) is not getattr(pl.Callback, hook)
-                     for callback in trainer.callbacks for hook in hooks) \
-        or any(getattr(type(module), hook) is not getattr(pl.LightningModule, hook) for hook in (*hooks, "backward"))
+    overridden = any(overrides(callback, pl.Callback, hooks) for callback in trainer.callbacks) \
+        or overrides(module, pl.LightningModule, (*hooks, "backward"))
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     return not overridden and scaler is None and isinstance(trainer.strategy, SingleDeviceStrategy)

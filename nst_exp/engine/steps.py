@@ -41,9 +41,15 @@ class StepHooks:
         return False
 
 
+def overrides(obj: object, base: type, hooks: Iterable[str]) -> bool:
+    """Whether ``obj``'s class replaces any of ``base``'s ``hooks`` (Lightning calls them all:
+    only a replaced one does something)."""
+    return any(getattr(type(obj), hook, None) is not getattr(base, hook) for hook in hooks)
+
+
 def acts_per_batch(callback: object) -> bool:
     """Whether a callback overrides a batch hook (so it may care how long a batch is)."""
-    return any(getattr(type(callback), hook, None) is not getattr(pl.Callback, hook) for hook in BATCH_HOOKS)
+    return overrides(callback, pl.Callback, BATCH_HOOKS)
 
 
 def steps_per_batch(callbacks: Iterable[object]) -> int:

@@ -29,7 +29,7 @@ from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.per_image import PerImageControl
 from nst_exp.engine.loggers import wandb_run
 from nst_exp.engine.module import StyleTransferModule
-from nst_exp.engine.steps import StepHooks, steps_per_batch
+from nst_exp.engine.steps import StepHooks, overrides, steps_per_batch
 
 log = logging.getLogger(__name__)
 # Hooks forwarded to the jobs still running (setup/teardown belong to the batch's own callbacks).
@@ -221,7 +221,7 @@ def _keyed(callbacks: list[pl.Callback]) -> list[tuple[str, pl.Callback]]:
 
 
 def _has_state(callback: pl.Callback) -> bool:
-    return type(callback).state_dict is not pl.Callback.state_dict
+    return overrides(callback, pl.Callback, ("state_dict",))
 
 
 def _callback_states(callbacks: list[pl.Callback]) -> dict[str, Any]:
