@@ -57,11 +57,17 @@ class _Gram(torch.autograd.Function):
         return out
 
 
+def _nhwc(values: Tensor) -> bool:
+    """Are these (B, C, H, W) values stored NHWC (channels_last, speed.py)?"""
+    return values.dim() == 4 and values.is_contiguous(memory_format=torch.channels_last) \
+        and not values.is_contiguous()
+
+
 def _flat(features: Tensor) -> tuple[Tensor, bool]:
-    """A view of (B, C, H, W) features as (B, C, H*W), or as (B, H*W, C) if they are NHWC
-    (channels_last, speed.py): no copy either way; and whether they are NHWC."""
+    """A view of (B, C, H, W) features as (B, C, H*W), or as (B, H*W, C) if they are NHWC:
+    no copy either way; and whether they are NHWC."""
     b, c, h, w = features.shape
-    nhwc = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    nhwc = _nhwc(features)
     return (features.permute(0, 2, 3, 1).reshape(b, h * w, c) if nhwc else features.reshape(b, c, h * w)), nhwc
 
 
@@ -103,7 +109,7 @@ def distance(input: Tensor, target: Tensor, norm: str = "l2", reduction: str = "
 def _rows(values: Tensor) -> Tensor:
     """(B, ...) -> (B, N) in memory order: a view of channels_last features too (flatten(1)
     would copy them, and hand their gradient back in the other layout)."""
-    if values.dim() == 4 and _flat(values)[1]:
+    if _nhwc(values):
         return values.permute(0, 2, 3, 1).reshape(values.shape[0], -1)
     return values.flatten(1)
 
