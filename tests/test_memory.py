@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+from test_batch_promises import TESTS, summary, sweep
 
 from conftest import FAST, compose_cfg
 from nst_exp.engine.memory import _malloc_trim, trim_heap
@@ -49,13 +51,29 @@ class OptimizerStateAtSummary(SummaryPart, pl.Callback):
         self.trainer = trainer
 
     def summary_fields(self) -> dict[str, int]:
-        state = self.trainer.optimizers[0].state
+        # the run's own optimiser, also where a batch job's view is the trainer
+        state = self.trainer.lightning_module.trainer.optimizers[0].state
         return {"optimizer_tensors": sum(len(entry) for entry in state.values())}
 
 
+PROBE = f"+callbacks.probe._target_={__name__}.OptimizerStateAtSummary"
+
+
+@pytest.mark.parametrize("strategy", [[], ["scales=[32,48]", "steps_per_scale=[2,2]"]], ids=["single", "pyramid"])
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_the_optimiser_forgets_its_history_before_the_final_image_is_scored(tmp_path: Path, optimizer: str
-                                                                          ) -> None:
-    probe = [f"+callbacks.probe._target_={__name__}.OptimizerStateAtSummary"]
-    summary = train(compose_cfg(*FAST, f"optimizer={optimizer}", *probe, output_dir=tmp_path / "run"))
+def test_the_optimiser_forgets_its_history_before_the_final_image_is_scored(tmp_path: Path, optimizer: str,
+                                                                          strategy: list[str]) -> None:
+    summary = train(compose_cfg(*FAST, f"optimizer={optimizer}", PROBE, *strategy, output_dir=tmp_path / "run"))
     assert summary["status"] == "ok" and summary["steps"] == 4 and summary["optimizer_tensors"] == 0
+    scales = sorted(tmp_path.joinpath("run").glob("scale_*/summary.json"))  # every scale's own fit
+    assert len(scales) == (2 if strategy else 0)
+    assert all(json.loads(scale.read_text())["optimizer_tensors"] == 0 for scale in scales)
+
+
+@pytest.mark.slow
+def test_a_batch_forgets_its_optimisers_history_before_its_jobs_score(tmp_path: Path) -> None:
+    """Tiled runs need nothing: their optimiser lives for one tile (strategies/tile_loop.py)."""
+    result, jobs = sweep(tmp_path, "batch", "optimizer=lbfgs", "steps=4", "style_weight=1e4,1e5", PROBE,
+                         env={"PYTHONPATH": TESTS})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [summary(jobs / job)["optimizer_tensors"] for job in "01"] == [0, 0]

@@ -187,7 +187,7 @@ class RunSummary(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         self._train_end = time.perf_counter()
         self.status = "ok" if self.status == "running" else self.status
-        if isinstance(trainer, pl.Trainer):  # a whole run; one job of a batch leaves its batch's optimiser be
+        if isinstance(trainer, pl.Trainer):  # a whole run; a batch releases its own (strategies/batched)
             release_optimizer_state(trainer)
         self.write(trainer, pl_module)
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.per_image import PerImageControl
 from nst_exp.engine.loggers import wandb_run
+from nst_exp.engine.memory import release_optimizer_state
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.steps import StepHooks, overrides, steps_per_batch
 
@@ -183,6 +184,12 @@ class BatchCallbacks(StepHooks, pl.Callback):
         if stopping:
             self._stop(trainer, pl_module, stopping)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        """The batch's steps are done: its optimiser's memory goes (engine/memory.py) before the
+        jobs still running write and score their final images, as a single run's does."""
+        release_optimizer_state(trainer)
+        self._forward("on_train_end", pl_module)
+
     def _stop(self, trainer: pl.Trainer, module: StyleTransferModule, runs: list[JobTrainer]) -> None:
         """End these jobs as a sequential run would end (their files are final), then freeze them."""
         self._forward("on_train_end", module, runs=runs)
@@ -246,5 +253,5 @@ def _make_hook(name: str) -> Any:
 
 
 for _hook in HOOKS:
-    if _hook != "on_train_batch_end":
+    if _hook not in vars(BatchCallbacks):  # those with more to do than forwarding are written out
         setattr(BatchCallbacks, _hook, _make_hook(_hook))
