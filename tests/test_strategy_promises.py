@@ -181,7 +181,8 @@ def check_tiles_in_box(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
             def checked(closure: Any) -> Any:
                 loss = step(closure)
-                seen.append((float(params[0].min()), float(params[0].max())))
+                image = params[0].detach()
+                seen.append((float(image.min()), float(image.max())))
                 return loss
 
             optimizer.step = checked

@@ -35,16 +35,22 @@ TRAILING_FIELDS = ("wall_time_s", "evals")
 
 
 class MetricsRecorder(StepHooks, pl.Callback):
-    """Every step's losses into ``metrics.csv`` and the Lightning loggers (``train/<key>``).
+    """Every step's losses into ``metrics.csv``; into the Lightning loggers (``train/<key>``)
+    every ``loggers_every_n_steps`` steps and at the last.
 
     Each step's values stay on the device, one stacked tensor per step, until the flush every
     ``every_n_steps`` copies them to the host at once. The CSV is rewritten atomically at each
-    flush, so it is always complete and readable.
+    flush, so it is always complete and readable. The loggers get a row per
+    ``loggers_every_n_steps`` (Lightning's ``log_every_n_steps`` convention; 1: every step):
+    a W&B row costs ~0.15 ms of this process and more of W&B's, which W&B itself says to keep
+    under one a second, while a GPU runs hundreds of steps a second (docs/performance.md,
+    fixed cost).
     """
 
-    def __init__(self, output_dir: str, every_n_steps: int = 10) -> None:
+    def __init__(self, output_dir: str, every_n_steps: int = 10, loggers_every_n_steps: int = 1) -> None:
         self.path = Path(output_dir) / "metrics.csv"
         self.every_n_steps = max(1, int(every_n_steps))
+        self.loggers_every_n_steps = max(1, int(loggers_every_n_steps))
         self.rows: list[dict[str, float]] = []
         self.columns: list[str] = []  # the objective's, set when training starts
         self._trainer: pl.Trainer | None = None  # the run (or a batch job's view of it) to flush to
@@ -53,6 +59,7 @@ class MetricsRecorder(StepHooks, pl.Callback):
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
         self._resumed_evals = 0
+        self._sent_step = -1  # the last step whose row the loggers got
 
     def state_dict(self) -> dict[str, Any]:
         """The rows so far, pending ones flushed first: a resumed run rewrites the CSV from them."""
@@ -88,27 +95,33 @@ class MetricsRecorder(StepHooks, pl.Callback):
             self.flush(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.flush(trainer)
+        self.flush(trainer, last=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.flush(trainer)
+        self.flush(trainer, last=True)
 
-    def flush(self, trainer: pl.Trainer) -> None:
-        """Move pending values to the host in one copy, append to the CSV, send to loggers."""
-        if not self._pending:
-            return
-        values = torch.stack([v for *_, v in self._pending]).sum(-1).cpu().tolist()
-        new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4), "evals": evals}
-                    for (step, wall, evals, _), vals in zip(self._pending, values)]
-        self._pending.clear()
-        self.rows += new_rows
-        self._write_csv(new_rows)
-        for row in new_rows:
+    def flush(self, trainer: pl.Trainer, last: bool = False) -> None:
+        """Move pending values to the host in one copy, append to the CSV, send the loggers
+        their rows (``last``: the run's last step is one of them)."""
+        if self._pending:
+            values = torch.stack([v for *_, v in self._pending]).sum(-1).cpu().tolist()
+            new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4),
+                         "evals": evals} for (step, wall, evals, _), vals in zip(self._pending, values)]
+            self._pending.clear()
+            self.rows += new_rows
+            self._write_csv(new_rows)
+            self._send(trainer, [row for row in new_rows if row["step"] % self.loggers_every_n_steps == 0])
+            end = new_rows[-1]
+            log.info("step %d  %s", end["step"], "  ".join(f"{key.removesuffix('_loss')} {end[key]:.4g}"
+                                                         for key in self.columns))
+        if last and self.rows and self.rows[-1]["step"] != self._sent_step:
+            self._send(trainer, self.rows[-1:])
+
+    def _send(self, trainer: pl.Trainer, rows: list[dict[str, float]]) -> None:
+        for row in rows:
             for logger in trainer.loggers:
                 logger.log_metrics({f"train/{k}": row[k] for k in self.columns}, step=int(row["step"]))
-        last = new_rows[-1]
-        log.info("step %d  %s", last["step"], "  ".join(f"{key.removesuffix('_loss')} {last[key]:.4g}"
-                                                      for key in self.columns))
+            self._sent_step = int(row["step"])
 
     def _write_csv(self, new_rows: list[dict[str, float]]) -> None:
         """The whole file, atomically; only the new rows are formatted (a long run's flush would

@@ -68,14 +68,14 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         state, self._restored = self._restored, None
         if state:  # a resumed run: the same best image, restarts left and history of events
             for name in TRACKED:
-                setattr(self, f"_{name}", state[name].to(device))
+                setattr(self, f"_{name}", state[name].to(device, copy=True))
             self._restarts_left, self.events = int(state["restarts_left"]), list(state["events"])
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold so that a resumed run recovers as this one would."""
         if not hasattr(self, "_best"):
             return {}
-        return {**{name: getattr(self, f"_{name}").cpu() for name in TRACKED},
+        return {**{name: getattr(self, f"_{name}").to("cpu", copy=True) for name in TRACKED},
                 "restarts_left": self._restarts_left, "events": list(self.events)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -106,17 +106,22 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
             self._recover(trainer, pl_module, final=True)
 
     def _track(self, loss: torch.Tensor, step: int) -> None:
-        """Update best/first-bad on the device: no host round trip."""
-        bad = ~torch.isfinite(loss)
+        """Update best/first-bad on the device: no host round trip, no allocation but the masks.
+
+        It runs at every step, so it is written with few ops, in place: each op costs a few
+        microseconds of dispatch, which is what a step costs on a GPU (docs/performance.md,
+        fixed cost). ``loss - loss`` is 0 for a finite loss and NaN for NaN or +-Inf.
+        """
+        bad = (loss - loss) != 0
         if self.explode_factor is not None:
-            bad |= (self._best_loss > 0) & (loss > self.explode_factor * self._best_loss)
-        first = bad & (self._bad_step < 0)
-        self._bad_step = torch.where(first, step, self._bad_step)
-        self._bad_loss = torch.where(first, loss, self._bad_loss)
-        better = ~bad & (loss < self._best_loss)
-        self._best.copy_(torch.where(better.view(-1, 1, 1, 1), self._start, self._best))
-        self._best_loss = torch.where(better, loss, self._best_loss)
-        self._best_step = torch.where(better, step, self._best_step)
+            bad |= (loss > self.explode_factor * self._best_loss).logical_and_(self._best_loss > 0)
+        better = (loss < self._best_loss).logical_and_(bad.logical_not())
+        first = bad.logical_and_(self._bad_step < 0)
+        self._bad_step.masked_fill_(first, step)
+        torch.where(first, loss, self._bad_loss, out=self._bad_loss)
+        torch.where(better.view(-1, 1, 1, 1), self._start, self._best, out=self._best)
+        torch.where(better, loss, self._best_loss, out=self._best_loss)
+        self._best_step.masked_fill_(better, step)
 
     def _recover(self, trainer: pl.Trainer, pl_module: StyleTransferModule, final: bool) -> None:
         """Put the best image back, then restart with a lower lr or stop the run."""

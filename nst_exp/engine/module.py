@@ -13,7 +13,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -24,8 +23,9 @@ from nst_exp.core.color import luminance
 from nst_exp.core.features import VGGFeatures
 from nst_exp.core.lbfgs import quasi_newton
 from nst_exp.core.objective import Objective, Seen, TermInputs, build_objective
+from nst_exp.engine.shortcuts import direct_step_will_do, plain_backward_will_do, step_directly
 from nst_exp.engine.spec import ObjectiveSpec
-from nst_exp.engine.steps import StepHooks, batch_length, overrides, steps_per_batch
+from nst_exp.engine.steps import StepHooks, batch_length, steps_per_batch
 
 OptimizerFactory = Callable[[list[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -74,6 +74,7 @@ class StyleTransferModule(pl.LightningModule):
         self._steps_per_batch = 1
         self._quasi_newton = False  # this fit's optimiser is L-BFGS-like (set in on_train_start)
         self._backward: Callable[[Tensor], None] = self.manual_backward
+        self._step: Callable[[Any, Callable[[], Tensor]], Any] = self._lightning_step
 
     # --- what the spec says, as the callbacks read it ------------------------------------
     content_layers = property(lambda self: self.spec.content_layers)
@@ -157,6 +158,7 @@ class StyleTransferModule(pl.LightningModule):
         callbacks = self.trainer.callbacks
         self._quasi_newton = quasi_newton(self.trainer.optimizers[0])  # asked at every evaluation
         self._backward = self._plain_backward if plain_backward_will_do(self) else self.manual_backward
+        self._step = step_directly if direct_step_will_do(self) else self._lightning_step
         self._step_hooks = [callback for callback in callbacks if isinstance(callback, StepHooks)]
         self._steps_per_batch = steps_per_batch(callbacks)
 
@@ -187,7 +189,7 @@ class StyleTransferModule(pl.LightningModule):
                 first.append(parts)
             return loss
 
-        optimizer.step(closure=closure)
+        self._step(optimizer, closure)
         if scheduler is not None:  # manual optimisation: Lightning leaves the stepping to us
             scheduler.step()
         self.last_components = first[0]
@@ -196,28 +198,21 @@ class StyleTransferModule(pl.LightningModule):
                 self.image.clamp_(0, 1)
 
     def _log_losses(self, parts: dict[str, Tensor]) -> None:
-        """The step's losses through ``self.log``: ``callback_metrics`` (so stock
-        EarlyStopping/ModelCheckpoint can monitor ``train/loss``, and the progress bar shows it).
+        """The batch's last losses into ``trainer.callback_metrics`` as ``train/<key>``: stock
+        EarlyStopping/ModelCheckpoint monitor ``train/loss`` there, the progress bar shows it.
 
-        Device tensors, never floats, so logging costs no sync: they are copied to the host only
-        when the progress bar refreshes (every ``log_every`` steps, runtime/build.py) or
-        someone reads ``callback_metrics``. ``logger=False``: MetricsRecorder already sends every
-        step's values to the loggers, in one copy per flush.
-
-        Only on the first step, every ``log_every`` steps (the progress bar's refresh rate) and
-        the last: one ``self.log`` costs ~0.3 ms of Python (Lightning moves its result record to
-        the device and validates it each call), 1.2 ms a step for the four default terms, half of all the
-        framework added to a 32 px step (docs/performance.md, fixed cost). ``callback_metrics``
-        holds the latest logged step's values in between.
+        Device tensors, never floats, so this costs no sync: they are copied to the host only
+        when the progress bar refreshes or someone reads them. Written into the dict directly,
+        not through ``self.log``: that costs ~0.3 ms of Python per key and call (Lightning moves
+        its result record to the device and validates it each time), 0.15 ms a step for the
+        four default terms, a third of all the framework added to a 32 px step
+        (docs/performance.md, fixed cost). Lightning only merges what ``self.log`` recorded into
+        that dict, so these entries stay until the next batch's. The loggers get every step's
+        values from MetricsRecorder.
         """
-        step, trainer = self.trainer.global_step, self.trainer
-        if not (step == 1 or step % max(1, trainer.log_every_n_steps) == 0 or 0 < trainer.max_steps <= step):
-            return
-        for key in parts:
-            # prog_bar=False: Lightning would .item() a prog_bar value at every batch's end, a GPU
-            # sync per step; LossProgressBar (engine/progress.py) shows train/loss at its refreshes.
-            self.log(f"train/{key}", parts[key].sum(), on_step=True, on_epoch=False, prog_bar=False,
-                     logger=False, batch_size=1)
+        metrics = self.trainer.callback_metrics
+        for key, value in parts.items():
+            metrics[f"train/{key}"] = value.sum()
 
     def _loss_and_grad(self, optimizer: Optimizer, warp: Warp | None) -> tuple[Tensor, dict[str, Tensor]]:
         """One function + gradient evaluation, reusing the last one if the image is unchanged.
@@ -246,6 +241,10 @@ class StyleTransferModule(pl.LightningModule):
     def _plain_backward(loss: Tensor) -> None:
         loss.backward()
 
+    @staticmethod
+    def _lightning_step(optimizer: Any, closure: Callable[[], Tensor]) -> Any:
+        return optimizer.step(closure=closure)
+
     def on_train_end(self) -> None:
         with torch.no_grad():
             self.image.clamp_(0, 1)
@@ -262,18 +261,3 @@ class StyleTransferModule(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Forever(), batch_size=None)
 
-
-def plain_backward_will_do(module: pl.LightningModule) -> bool:
-    """Whether ``loss.backward()`` does all that ``manual_backward`` would for this fit.
-
-    ``manual_backward`` goes through the strategy and precision plugin to dispatch
-    ``on_before_backward``/``on_after_backward`` to every callback, ~0.1 ms per evaluation
-    that none of ours uses. It is needed when a loss scaler (16-mixed) or a distributed
-    strategy acts there, or when some callback or the module itself overrides those hooks.
-    """
-    trainer = module.trainer
-    hooks = ("on_before_backward", "on_after_backward")
-    overridden = any(overrides(callback, pl.Callback, hooks) for callback in trainer.callbacks) \
-        or overrides(module, pl.LightningModule, (*hooks, "backward"))
-    scaler = getattr(trainer.precision_plugin, "scaler", None)
-    return not overridden and scaler is None and isinstance(trainer.strategy, SingleDeviceStrategy)
