@@ -38,7 +38,7 @@ class MetricsRecorder(StepHooks, pl.Callback):
     """Every step's losses into ``metrics.csv``; into the Lightning loggers (``train/<key>``)
     every ``loggers_every_n_steps`` steps and at the last.
 
-    Each step's values stay on the device, one stacked tensor per step, until the flush every
+    Each step's values stay on the device, as they are, until the flush every
     ``every_n_steps`` copies them to the host at once. The CSV is rewritten atomically at each
     flush, so it is always complete and readable. The loggers get a row per
     ``loggers_every_n_steps`` (Lightning's ``log_every_n_steps`` convention; 1: every step):
@@ -54,7 +54,7 @@ class MetricsRecorder(StepHooks, pl.Callback):
         self.rows: list[dict[str, float]] = []
         self.columns: list[str] = []  # the objective's, set when training starts
         self._trainer: pl.Trainer | None = None  # the run (or a batch job's view of it) to flush to
-        self._pending: list[tuple[int, float, int, torch.Tensor]] = []
+        self._pending: list[tuple[int, float, int, list[torch.Tensor]]] = []
         self._csv: io.StringIO | None = None  # self.rows as CSV text: each row is formatted once
         self._start = 0.0
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
@@ -82,12 +82,12 @@ class MetricsRecorder(StepHooks, pl.Callback):
         return self.every_n_steps
 
     def after_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> bool:
-        """Keep the step's values (one stack, on the device: summed over images at the flush)."""
+        """Keep the step's values (device tensors: stacked and summed over images at the flush)."""
         parts = pl_module.last_components
         if parts:
             evals = self._resumed_evals + int(getattr(pl_module, "evaluations", 0))
-            stacked = torch.stack([parts[key] for key in self.columns])  # (columns, images)
-            self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, stacked))
+            values = [parts[key] for key in self.columns]  # stacked at the flush, all steps at once
+            self._pending.append((trainer.global_step - 1, time.perf_counter() - self._start, evals, values))
         return False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
@@ -104,7 +104,8 @@ class MetricsRecorder(StepHooks, pl.Callback):
         """Move pending values to the host in one copy, append to the CSV, send the loggers
         their rows (``last``: the run's last step is one of them)."""
         if self._pending:
-            values = torch.stack([v for *_, v in self._pending]).sum(-1).cpu().tolist()
+            values = torch.stack([value for *_, row in self._pending for value in row])
+            values = values.view(len(self._pending), len(self.columns), -1).sum(-1).cpu().tolist()
             new_rows = [{"step": step, **dict(zip(self.columns, vals)), "wall_time_s": round(wall, 4),
                          "evals": evals} for (step, wall, evals, _), vals in zip(self._pending, values)]
             self._pending.clear()

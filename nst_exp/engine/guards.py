@@ -6,8 +6,9 @@ keeps the best image seen so far on the device, and on divergence either restart
 a lower lr (``restarts`` times) or stops the run there, with ``status: diverged`` and the step
 in summary.json, so the run ends cleanly with its best result instead of a black image.
 
-Cost: the bookkeeping is a few device ops per step (compare, ``torch.where`` over one image),
-done inside the batch (engine/steps.py), and never waits for the device. Reading the verdict
+Cost: the bookkeeping is five device ops per step (is this the best loss so far? then keep the
+step's start image), done inside the batch (engine/steps.py); the search for the first bad step
+waits for the batch's end, where a few ops cover all its steps. None waits for the device. Reading the verdict
 is the only sync: every ``check_every`` steps (``log_every``: the metrics flush, where
 MetricsRecorder syncs already); L-BFGS, whose line search reads the loss at every evaluation
 anyway, also reads it after every step and ends the batch at the first bad one, so its verdict
@@ -64,17 +65,21 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         self._bad_loss = torch.full((batch,), math.nan, device=device)
         self._restarts_left = self.restarts
         self._quasi_newton = quasi_newton(trainer.optimizers[0])
+        self._window: list[torch.Tensor] = []  # losses of the steps since the last settle, in order
+        self._window_start = 0  # the step of the first of them
         self.events = []
         state, self._restored = self._restored, None
         if state:  # a resumed run: the same best image, restarts left and history of events
             for name in TRACKED:
                 setattr(self, f"_{name}", state[name].to(device, copy=True))
             self._restarts_left, self.events = int(state["restarts_left"]), list(state["events"])
+        self._best_before_window = self._best_loss.clone()
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold so that a resumed run recovers as this one would."""
         if not hasattr(self, "_best"):
             return {}
+        self._settle()
         return {**{name: getattr(self, f"_{name}").to("cpu", copy=True) for name in TRACKED},
                 "restarts_left": self._restarts_left, "events": list(self.events)}
 
@@ -92,36 +97,59 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         loss = pl_module.last_components.get("loss")
         if loss is None:
             return False
-        self._track(loss.detach().reshape(-1), trainer.global_step - 1)  # losses of the step's start images
-        return self._quasi_newton and int(self._bad_step.max()) >= 0  # L-BFGS has synced anyway
+        self._track(loss.reshape(-1), trainer.global_step - 1)  # losses of the step's start images
+        if not self._quasi_newton:
+            return False
+        self._settle()
+        return int(self._bad_step.max()) >= 0  # L-BFGS has synced anyway
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
+        self._settle()
         due = trainer.global_step % self.check_every == 0 or self._quasi_newton
         if due and int(self._bad_step.max()) >= 0:  # the one sync
             self._recover(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         """Catch a divergence since the last verdict (runs before RunSummary writes)."""
-        if hasattr(self, "_bad_step") and int(self._bad_step.max()) >= 0:
+        if not hasattr(self, "_bad_step"):
+            return
+        self._settle()
+        if int(self._bad_step.max()) >= 0:
             self._recover(trainer, pl_module, final=True)
 
     def _track(self, loss: torch.Tensor, step: int) -> None:
-        """Update best/first-bad on the device: no host round trip, no allocation but the masks.
+        """At every step: keep its loss, and its start image if that is the best so far.
 
-        It runs at every step, so it is written with few ops, in place: each op costs a few
-        microseconds of dispatch, which is what a step costs on a GPU (docs/performance.md,
-        fixed cost). ``loss - loss`` is 0 for a finite loss and NaN for NaN or +-Inf.
+        Only this cannot wait for the batch's end (the start image is gone by then), so it is
+        five ops, in place: each costs microseconds of dispatch, and a GPU step only a few ms
+        (docs/performance.md, fixed cost). A NaN or Inf loss is never the best, nor is an
+        exploding one: it is above the best (``explode_factor`` > 1, config/groups.py).
         """
-        bad = (loss - loss) != 0
-        if self.explode_factor is not None:
-            bad |= (loss > self.explode_factor * self._best_loss).logical_and_(self._best_loss > 0)
-        better = (loss < self._best_loss).logical_and_(bad.logical_not())
-        first = bad.logical_and_(self._bad_step < 0)
-        self._bad_step.masked_fill_(first, step)
-        torch.where(first, loss, self._bad_loss, out=self._bad_loss)
+        if not self._window:
+            self._window_start = step
+        self._window.append(loss)
+        better = loss.nan_to_num(math.inf, math.inf, math.inf) < self._best_loss
         torch.where(better.view(-1, 1, 1, 1), self._start, self._best, out=self._best)
         torch.where(better, loss, self._best_loss, out=self._best_loss)
         self._best_step.masked_fill_(better, step)
+
+    def _settle(self) -> None:
+        """The first bad step (NaN/Inf, or above ``explode_factor`` x the best loss before it)
+        among those tracked since the last call, for all of them at once, on the device."""
+        if not self._window:
+            return
+        losses = torch.stack(self._window)  # (steps, images)
+        self._window = []
+        bad = (losses - losses) != 0  # NaN or +-Inf
+        if self.explode_factor is not None:  # the best before each step: a running minimum
+            before = torch.cat([self._best_before_window[None], losses[:-1].nan_to_num(math.inf, math.inf, math.inf)])
+            before = before.cummin(0).values
+            bad |= (losses > self.explode_factor * before).logical_and_(before > 0)
+        first = bad.int().argmax(0)  # per image: its first bad step in the window (0 if none)
+        new = bad.any(0).logical_and_(self._bad_step < 0)
+        self._bad_step = torch.where(new, first + self._window_start, self._bad_step)
+        self._bad_loss = torch.where(new, losses.gather(0, first[None])[0], self._bad_loss)
+        self._best_before_window = self._best_loss.clone()
 
     def _recover(self, trainer: pl.Trainer, pl_module: StyleTransferModule, final: bool) -> None:
         """Put the best image back, then restart with a lower lr or stop the run."""

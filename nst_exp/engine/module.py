@@ -207,8 +207,8 @@ class StyleTransferModule(pl.LightningModule):
         its result record to the device and validates it each time), 0.15 ms a step for the
         four default terms, a third of all the framework added to a 32 px step
         (docs/performance.md, fixed cost). Lightning only merges what ``self.log`` recorded into
-        that dict, so these entries stay until the next batch's. The loggers get every step's
-        values from MetricsRecorder.
+        that dict, so these entries stay until the next batch's. metrics.csv and the loggers get
+        their rows from MetricsRecorder.
         """
         metrics = self.trainer.callback_metrics
         for key, value in parts.items():
