@@ -30,7 +30,8 @@ TESTS = str(Path(__file__).parent)
 REL = 5e-3
 # Sweeps compared to the bit run on one thread: the same kernels, whatever a CPU splits across threads.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-BASE = ["model.weights=random", "image_size=32", "trainer=cpu", "logger=none", "snapshot_every=0", "log_every=2"]
+TINY = ["model.weights=random", "image_size=32", "trainer=cpu", "logger=none"]
+BASE = [*TINY, "snapshot_every=0", "log_every=2"]
 
 
 def sweep(tmp_path: Path, name: str, *overrides: str, env: dict[str, str] | None = None):
@@ -155,7 +156,7 @@ def test_several_steps_per_batch_write_what_one_step_per_batch_writes(tmp_path: 
     cadence = ["log_every=4", "snapshot_every=8", "checkpoint_every=8"]
     runs = {}
     for name, extra in (("chunked", []), ("one", ["+callbacks.ends._target_=test_steps.BatchEnds"])):
-        result = run_cli("-m", "hydra/launcher=batched", *BASE[:4], *common, *cadence, *extra,
+        result = run_cli("-m", "hydra/launcher=batched", *TINY, *common, *cadence, *extra,
                          f"hydra.sweep.dir={tmp_path / name}", cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = tmp_path / name
