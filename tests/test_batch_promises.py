@@ -178,6 +178,26 @@ def test_an_option_a_batch_cannot_honour_is_one_line_for_every_job(tmp_path: Pat
         assert not (jobs / job / "final.png").exists()
 
 
+class AfterBackward(pl.Callback):
+    """A user's callback on a Lightning hook that a batched job never gets."""
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass
+
+
+def test_a_job_callback_on_a_hook_a_batch_never_calls_is_one_line(tmp_path: Path) -> None:
+    """Not a silent drop: the batch refuses the callback before any work, naming it and the hook."""
+    result, jobs = sweep(tmp_path, "batch", "steps=2", "style_weight=1e4,1e5",
+                         "+callbacks.mine._target_=test_batch_promises.AfterBackward", env={"PYTHONPATH": TESTS})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert ("error: callbacks.mine._target_=test_batch_promises.AfterBackward: its on_after_backward is a "
+            "Lightning hook a batched job never gets" in result.stderr), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for job in ("0", "1"):
+        assert summary(jobs / job)["status"].startswith("failed: callbacks.mine._target_=")
+        assert not (jobs / job / "final.png").exists() and not (jobs / job / "metrics.csv").exists()
+
+
 class LockProbe(pl.Callback):
     """Writes ``<dir>/lock_probe.txt``: whether another process could lock the job dir mid-run."""
 

@@ -33,7 +33,7 @@ from nst_exp.runtime.checkpoint import find_checkpoint
 from nst_exp.runtime.controls import build_init
 from nst_exp.strategies.batched.jobs import BatchCallbacks, Job
 from nst_exp.strategies.batched.resume import BatchResume, batch_checkpointing
-from nst_exp.strategies.batched.rules import BATCHED_OPTIMIZERS, check_batch
+from nst_exp.strategies.batched.rules import BATCHED_OPTIMIZERS, check_batch, check_job_callbacks
 
 log = logging.getLogger(__name__)
 # Keys a batch may vary: per-image loss weights, init image, learning rate (dotted paths).
@@ -103,13 +103,15 @@ def train_batch(jobs: Sequence[Job]) -> list[dict[str, Any]]:
     """Optimise all jobs' images together, continuing the batch's checkpoint if there is one;
     return each job's summary.json."""
     jobs, cfgs = list(jobs), [job.cfg for job in jobs]
+    checkpointing = batch_checkpointing(jobs)  # the one checkpoint, out of the jobs' callbacks
+    for job in jobs:
+        check_job_callbacks(job.cfg, job.callbacks)
     pl.seed_everything(cfgs[0].seed, workers=True, verbose=False)
     module = build_batched_module(cfgs)
     checkpoint = find_checkpoint(cfgs[0], module)
     trainer_cfg = copy.deepcopy(cfgs[0].trainer)
     with open_dict(trainer_cfg):
         trainer_cfg.enable_progress_bar = False  # B bars would say the same thing
-    checkpointing = batch_checkpointing(jobs)
     callbacks = [BatchCallbacks(jobs), *([checkpointing] if checkpointing is not None else [])]
     trainer = build_trainer(trainer_cfg, callbacks=callbacks, logger=False)
     log.info("Optimising %d images of %dx%d together for %d steps", len(jobs), module.image.shape[-1],

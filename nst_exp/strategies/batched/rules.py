@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from nst_exp.engine.steps import overrides
 from nst_exp.errors import ConfigError
 
 BATCHED_OPTIMIZERS = {"torch.optim.Adam": "nst_exp.strategies.batched.optim.BatchedAdam",
@@ -33,6 +35,28 @@ def check_batch(cfgs: Sequence[DictConfig]) -> None:
         if _checkpoint_settings(cfg) != first:
             raise ConfigError(f"callbacks.checkpoint={_checkpoint_settings(cfg)}: jobs of one batch share one "
                               f"checkpoint, and another job has {first}; set it for the whole sweep")
+
+
+# Lightning hooks a batch does not pass on to its jobs' callbacks: jobs.py forwards the fit's,
+# the train start/end and batch-end ones, and the step hooks; the batch's checkpoint is its first
+# job's own callback. Validation, test, predict and sanity-check hooks never fire in a run here.
+UNFORWARDED = ("setup", "teardown", "on_train_epoch_start", "on_train_epoch_end", "on_before_backward",
+               "on_after_backward", "on_before_zero_grad", "on_before_optimizer_step", "on_save_checkpoint",
+               "on_load_checkpoint")
+
+
+def check_job_callbacks(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> None:
+    """Raise ConfigError for a job's callback that overrides a hook the batch never calls for it
+    (it would silently not run)."""
+    for callback in callbacks:
+        hooks = [hook for hook in UNFORWARDED if overrides(callback, pl.Callback, (hook,))]
+        if hooks:
+            target = f"{type(callback).__module__}.{type(callback).__qualname__}"
+            names = [name for name, entry in (cfg.get("callbacks") or {}).items()
+                     if entry is not None and entry.get("_target_") == target]
+            field = f"callbacks.{names[0]}._target_" if names else "callbacks"
+            raise ConfigError(f"{field}={target}: its {hooks[0]} is a Lightning hook a batched job never gets; "
+                              "use another launcher")
 
 
 def _checkpoint_settings(cfg: DictConfig) -> dict[str, object] | None:
