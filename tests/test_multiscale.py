@@ -61,6 +61,8 @@ def test_overlap_must_be_under_half_the_tile() -> None:
     (["+pair.masks=[a.png]"], r"^pair.masks=\[a.png\]: masks cannot be combined with tile_size=64"),
     (["color=luminance"], r"^color='luminance': color=luminance cannot be combined with tile_size=64"),
     (["augment=fv"], r"^augment='nst_exp.core.augment.\w+': augmentation cannot be combined with tile_size=64"),
+    (["+callbacks.mine._target_=my.Callback"],
+     r"^callbacks.mine._target_='my.Callback': a callback of your own cannot be combined with tile_size=64"),
 ])
 def test_what_tiles_do_not_do_is_refused_in_one_line(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:

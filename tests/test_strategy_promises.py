@@ -39,8 +39,9 @@ STRATEGIES = {
 }
 PROMISES = ("wandb", "yardstick", "stop_eps", "divergence", "bounded_lbfgs", "denoise_method")
 RUN = [*FAST, "optimizer=lbfgs", "steps=4", "trainer.enable_progress_bar=false"]
-# W&B on, a probe that fails the run if a step leaves [0, 1], chambolle denoise of final.png only
-KEPT = ["logger=wandb", "+callbacks.inbox._target_=strategy_probes.InBox", "denoise=0.3", "denoise_method=chambolle"]
+# W&B on, chambolle denoise of final.png only; PROBE: fails the run if a step leaves [0, 1]
+KEPT = ["logger=wandb", "denoise=0.3", "denoise_method=chambolle"]
+PROBE = "+callbacks.inbox._target_=strategy_probes.InBox"
 PROBES_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -68,7 +69,9 @@ class Runs:
 
     def of(self, strategy: str) -> list[dict[str, Any]]:
         if strategy not in self.kept:
-            self.kept[strategy] = run(strategy, self.factory.mktemp(f"{strategy}-kept"), *KEPT)
+            # Tiles run no Lightning callbacks and refuse one of ours: check_tiles_in_box watches them.
+            probe = [] if strategy == "tiled" else [PROBE]
+            self.kept[strategy] = run(strategy, self.factory.mktemp(f"{strategy}-kept"), *KEPT, *probe)
         return self.kept[strategy]
 
 
@@ -120,6 +123,9 @@ def test_every_strategy_keeps_every_promise(strategy: str, promise: str, runs: R
          "bounded_lbfgs": lambda _: None}[promise](summaries)
         if promise == "bounded_lbfgs" and strategy == "tiled":
             check_tiles_in_box(tmp, monkeypatch)
+            refused = run(strategy, tmp, PROBE)
+            assert refused.startswith("error: callbacks.inbox._target_='strategy_probes.InBox': a callback of your "
+                                      "own cannot be combined with tile_size"), refused
     elif promise == "stop_eps":
         longer = ["steps_per_scale=[30,30]"] if strategy == "pyramid" else []
         outcome = run(strategy, tmp, "stop_eps=0.5", "steps=30", *longer)

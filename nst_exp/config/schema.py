@@ -8,7 +8,7 @@ nst_exp/config/groups.py); ``trainer`` and ``logger`` are Lightning's and W&B's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING
@@ -18,6 +18,8 @@ from nst_exp.config.choices import Clamp, Color, DenoiseMethod, Precision, StopO
 from nst_exp.config.groups import CallbacksConf, InitConf, LayersConf, LossConf, ModelConf, PairConf, PathsConf
 from nst_exp.engine.judge import JUDGE_KEYS
 from nst_exp.errors import ConfigError
+
+CALLBACK_ENTRIES = {entry.name for entry in fields(CallbacksConf)}  # the project's own callbacks
 
 SEED_LIMIT = 2**32  # numpy (seeded by Lightning) takes seeds in [0, 2**32)
 
@@ -196,6 +198,12 @@ def check_tiling(cfg: TrainConf) -> None:
         ("color", cfg.color, cfg.color == "luminance", "color=luminance"),
         ("augment", augment, bool(augment), "augmentation"),
     ]
+    # Tiles run no Lightning callbacks: the run record is written by strategies/tiled.py itself.
+    mine = [name for name in (cfg.callbacks or {}) if name not in CALLBACK_ENTRIES
+            and option(option(cfg.callbacks, name), "_target_")]
+    if mine:
+        target = option(option(cfg.callbacks, mine[0]), "_target_")
+        conflicts.append((f"callbacks.{mine[0]}._target_", target, True, "a callback of your own"))
     for name, value, conflict, what in conflicts:
         if conflict:
             raise ConfigError(f"{name}={show(value)}: {what} cannot be combined with tile_size={tile} yet; "
