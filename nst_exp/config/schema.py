@@ -199,11 +199,10 @@ def check_tiling(cfg: TrainConf) -> None:
         ("augment", augment, bool(augment), "augmentation"),
     ]
     # Tiles run no Lightning callbacks: the run record is written by strategies/tiled.py itself.
-    mine = [name for name in (cfg.callbacks or {}) if name not in CALLBACK_ENTRIES
-            and option(option(cfg.callbacks, name), "_target_")]
-    if mine:
-        target = option(option(cfg.callbacks, mine[0]), "_target_")
-        conflicts.append((f"callbacks.{mine[0]}._target_", target, True, "a callback of your own"))
+    mine = {name: option(option(cfg.callbacks, name), "_target_") for name in (cfg.callbacks or {})
+            if name not in CALLBACK_ENTRIES}
+    conflicts += [(f"callbacks.{name}._target_", target, True, "a callback of your own")
+                  for name, target in mine.items() if target]
     for name, value, conflict, what in conflicts:
         if conflict:
             raise ConfigError(f"{name}={show(value)}: {what} cannot be combined with tile_size={tile} yet; "

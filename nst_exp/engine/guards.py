@@ -128,7 +128,7 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         if not self._window:
             self._window_start = step
         self._window.append(loss)
-        better = loss.nan_to_num(math.inf, math.inf, math.inf) < self._best_loss
+        better = _ranked(loss) < self._best_loss
         torch.where(better.view(-1, 1, 1, 1), self._start, self._best, out=self._best)
         torch.where(better, loss, self._best_loss, out=self._best_loss)
         self._best_step.masked_fill_(better, step)
@@ -142,7 +142,7 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         self._window = []
         bad = (losses - losses) != 0  # NaN or +-Inf
         if self.explode_factor is not None:  # the best before each step: a running minimum
-            before = torch.cat([self._best_before_window[None], losses[:-1].nan_to_num(math.inf, math.inf, math.inf)])
+            before = torch.cat([self._best_before_window[None], _ranked(losses[:-1])])
             before = before.cummin(0).values
             bad |= (losses > self.explode_factor * before).logical_and_(before > 0)
         first = bad.int().argmax(0)  # per image: its first bad step in the window (0 if none)
@@ -201,6 +201,11 @@ def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:
     for group in optimizer.param_groups:
         group["lr"] *= lr_factor
     return float(optimizer.param_groups[0]["lr"])
+
+
+def _ranked(losses: torch.Tensor) -> torch.Tensor:
+    """Losses as the best-so-far compares them: NaN and +-Inf as +Inf, never below a best."""
+    return losses.nan_to_num(math.inf, math.inf, math.inf)
 
 
 def _values(tensor: torch.Tensor) -> Any:
