@@ -18,7 +18,11 @@ process, and its peak RSS (``wait4``), and the ratios nst-exp / peer.
 The peer lives in its own venv (default ~/.cache/nst-exp/peer-venv, made on first use):
 torch==2.13.0 (the same CPU wheel; never unpinned, which pulls a CUDA build), torchvision
 0.15.2 with --no-deps (newer ones do not import on this torch; the peer needs only its
-pure-Python transforms), neural-style==0.5.7, requests, pillow.
+pure-Python transforms), neural-style==0.5.7, requests, pillow. nst-exp's side runs as a user's
+install runs it: in a venv of pyproject's runtime ``dependencies`` only (``--nst-venv``, default
+~/.cache/nst-exp/user-venv, made on first use), with this tree on PYTHONPATH. The dev venv is
+heavier than any user's (its SciPy makes torchmetrics import ``scipy.signal``: ~70 MB of RSS);
+``--nst-venv current`` measures it anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib.metadata import requires
 from pathlib import Path
 
 import torch
@@ -40,17 +45,40 @@ DEFAULT_VENV = Path.home() / ".cache" / "nst-exp" / "peer-venv"
 FIRST_LOSS_RTOL = 1e-5
 
 
-def ensure_peer(venv: Path) -> Path:
-    """The peer venv's python, creating the venv and installing the peer if it is missing."""
+def ensure_venv(venv: Path, packages: list[list[str]], probe: str, env: dict[str, str] | None = None) -> Path:
+    """The venv's python, creating the venv and installing ``packages`` (one pip call per
+    list) unless ``probe`` (Python code) already runs there."""
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import neural_style.loader.CaffeLoader, torchvision.transforms"]
-    if python.is_file() and subprocess.run(probe, capture_output=True).returncode == 0:
+    command = [str(python), "-c", probe]
+    if python.is_file() and subprocess.run(command, capture_output=True, env=env).returncode == 0:
         return python
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    for packages in PEER_PACKAGES:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
-    subprocess.run(probe, check=True, capture_output=True)
+    for group in packages:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *group], check=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return python
+
+
+def ensure_peer(venv: Path) -> Path:
+    """The peer's venv (torch, torchvision 0.15.2, neural-style and what it imports)."""
+    return ensure_venv(venv, PEER_PACKAGES, "import neural_style.loader.CaffeLoader, torchvision.transforms")
+
+
+def ensure_user_install(venv: Path) -> Path:
+    """A venv with nst-exp's runtime dependencies only (pyproject's ``dependencies``: what
+    ``pip install nst-exp`` gives a user), which runs this tree through PYTHONPATH.
+
+    Not the dev venv: its extras add SciPy (the tests' L-BFGS-B reference), and torchmetrics,
+    which Lightning imports, imports ``scipy.signal`` whenever SciPy is installed: ~70 MB of
+    RSS no user's run has.
+    """
+    dependencies = [req for req in requires("nst-exp") or [] if "extra ==" not in req]  # this install's
+    return ensure_venv(venv, [dependencies], "import nst_exp.train", {**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def nst_python(choice: str) -> str:
+    """``--nst-venv``: ``current`` (this interpreter) or the user-install venv's python."""
+    return sys.executable if choice == "current" else str(ensure_user_install(Path(choice).expanduser()))
 
 
 def prepare_inputs(work: Path, size: int, content: str, style: str) -> tuple[Path, Path, Path]:
@@ -92,11 +120,11 @@ def run_peer(python: Path, inputs: tuple[Path, Path, Path], size: int, steps: in
                      "-save_iter", "0", "-output_image", str(work / "peer.png")], env, work / "peer")
 
 
-def run_nst_exp(inputs: tuple[Path, Path, Path], size: int, steps: int, work: Path, env: dict[str, str],
-                extra: list[str]) -> dict:
+def run_nst_exp(python: str, inputs: tuple[Path, Path, Path], size: int, steps: int, work: Path,
+                env: dict[str, str], extra: list[str]) -> dict:
     """``python -m nst_exp.train experiment=neural_style init=content init.noise=0``, as users run it."""
     _, content, style = inputs
-    return run_side([sys.executable, str(RUNNER), "nst-exp", str(work / "nst.json"), "experiment=neural_style",
+    return run_side([python, str(RUNNER), "nst-exp", str(work / "nst.json"), "experiment=neural_style",
                      "init=content", "init.noise=0", f"pair.content={content}", f"pair.style={style}",
                      f"image_size={size}", f"steps={steps}", "logger=none", "snapshot_every=0",
                      "checkpoint_every=0", "log_every=50", "trainer=cpu", f"hydra.run.dir={work / 'nst'}", *extra],
@@ -115,17 +143,18 @@ def run_side(command: list[str], env: dict[str, str], stem: Path) -> dict:
             "total_s": wall, "total_cpu_s": cpu, "peak_rss_mb": rss, "first_loss": first}
 
 
-def case(python: Path, work: Path, size: int, steps: int, repeats: int, threads: int, extra: list[str],
-         content: str, style: str) -> dict:
-    """Alternating runs of one size; each side's best run, the ratios, and both first losses."""
+def case(pythons: tuple[Path, str], work: Path, size: int, steps: int, repeats: int, threads: int,
+         extra: list[str], content: str, style: str) -> dict:
+    """Alternating runs of one size (``pythons``: the peer's, nst-exp's); each side's best run,
+    the ratios, and both first losses."""
     work.mkdir(parents=True, exist_ok=True)
     inputs = prepare_inputs(work, size, content, style)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
     runs: dict[str, list[dict]] = {"peer": [], "nst-exp": []}
     for repeat in range(repeats):
-        runs["peer"].append(run_peer(python, inputs, size, steps, work, env))
-        runs["nst-exp"].append(run_nst_exp(inputs, size, steps, work, env, extra))
+        runs["peer"].append(run_peer(pythons[0], inputs, size, steps, work, env))
+        runs["nst-exp"].append(run_nst_exp(pythons[1], inputs, size, steps, work, env, extra))
         print(f"  {size} px run {repeat + 1}: " + ", ".join(
             f"{side} {r[-1]['ms_per_eval']:.1f} ms/eval (CPU {r[-1]['cpu_ms_per_eval']:.1f}) {r[-1]['total_s']:.1f} s"
             for side, r in runs.items()),
@@ -147,14 +176,15 @@ def peer(args) -> dict:
     """The ``--peer`` section of benchmark.json: one entry per ``SIZE:STEPS`` case."""
     import tempfile
 
-    python = ensure_peer(Path(args.peer_venv).expanduser())
+    pythons = ensure_peer(Path(args.peer_venv).expanduser()), nst_python(args.nst_venv)
+    print(f"peer: {pythons[0]}\nnst-exp: {pythons[1]}", flush=True)
     data = ROOT / "nst_exp" / "data" / "images"
     content, style = str(data / "content" / "tubingen.jpg"), str(data / "style" / "starry_night.jpg")
     results = []
     with tempfile.TemporaryDirectory(prefix="nst-peer-") as tmp:
         for spec in args.peer_cases.split(","):
             size, steps = (int(v) for v in spec.split(":"))
-            result = case(python, Path(tmp) / spec.replace(":", "x"), size, steps, args.peer_repeats, 2,
+            result = case(pythons, Path(tmp) / spec.replace(":", "x"), size, steps, args.peer_repeats, 2,
                           [], content, style)
             r = result["ratios"]
             print(f"{size} px x {steps}: nst-exp / peer  ms per evaluation {r['ms_per_eval']:.3f} "
@@ -163,4 +193,4 @@ def peer(args) -> dict:
                   f"(first losses {result['first_loss']['nst-exp']:.6g} vs {result['first_loss']['peer']:.6g})",
                   flush=True)
             results.append(result)
-    return {"cases": results, "torch": torch.__version__}
+    return {"cases": results, "torch": torch.__version__, "pythons": [str(python) for python in pythons]}

@@ -211,6 +211,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--peer-cases", default="256:200,512:100", help="--peer: SIZE:STEPS,... L-BFGS runs")
     parser.add_argument("--peer-repeats", type=int, default=2, help="--peer: alternating runs per side")
     parser.add_argument("--peer-venv", default="~/.cache/nst-exp/peer-venv", help="--peer: the peer's venv")
+    parser.add_argument("--nst-venv", default="~/.cache/nst-exp/user-venv",
+                        help="--peer: nst-exp's side, a venv of its runtime dependencies only (as users install "
+                             "it; made on first use) | current: this interpreter")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler top-ops table")
     parser.add_argument("--quick", action="store_true", help="64 px, 2+3 steps, sizes 64,96: a smoke run")
     parser.add_argument("--out", default="benchmark.json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import resource
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # loss+gradient evaluations (L-BFGS pays several per step, Adam one), so optimisers can be
 # compared per evaluation and per second, not only per step.
 TRAILING_FIELDS = ("wall_time_s", "evals")
+CSV_EVERY_S = 1.0  # the most a running job's metrics.csv lags behind its steps, in seconds
 
 
 class MetricsRecorder(StepHooks, pl.Callback):
@@ -39,8 +41,10 @@ class MetricsRecorder(StepHooks, pl.Callback):
     every ``loggers_every_n_steps`` steps and at the last.
 
     Each step's values stay on the device, as they are, until the flush every
-    ``every_n_steps`` copies them to the host at once. The CSV is rewritten atomically at each
-    flush, so it is always complete and readable. The loggers get a row per
+    ``every_n_steps`` copies them to the host at once. The CSV is rewritten atomically, so it is
+    always complete and readable: at a flush at most every ``CSV_EVERY_S`` (the whole file is
+    rewritten, ~1 ms, which a GPU's step rate would pay every few steps) and always at the run's
+    end, however it ends. The loggers get a row per
     ``loggers_every_n_steps`` (Lightning's ``log_every_n_steps`` convention; 1: every step):
     a W&B row costs ~0.15 ms of this process and more of W&B's, which W&B itself says to keep
     under one a second, while a GPU runs hundreds of steps a second (docs/performance.md,
@@ -60,6 +64,7 @@ class MetricsRecorder(StepHooks, pl.Callback):
         self._resumed_wall = 0.0  # wall_time_s already spent by the run this one resumes
         self._resumed_evals = 0
         self._sent_step = -1  # the last step whose row the loggers got
+        self._written_at = -math.inf  # perf_counter of the last CSV write
 
     def state_dict(self) -> dict[str, Any]:
         """The rows so far, pending ones flushed first: a resumed run rewrites the CSV from them."""
@@ -110,13 +115,15 @@ class MetricsRecorder(StepHooks, pl.Callback):
                          "evals": evals} for (step, wall, evals, _), vals in zip(self._pending, values)]
             self._pending.clear()
             self.rows += new_rows
-            self._write_csv(new_rows)
+            self._format_csv(new_rows)
             self._send(trainer, [row for row in new_rows if row["step"] % self.loggers_every_n_steps == 0])
             end = new_rows[-1]
             log.info("step %d  %s", end["step"], "  ".join(f"{key.removesuffix('_loss')} {end[key]:.4g}"
                                                          for key in self.columns))
         if last and self.rows and self.rows[-1]["step"] != self._sent_step:
             self._send(trainer, self.rows[-1:])
+        if self._csv is not None and (last or time.perf_counter() - self._written_at >= CSV_EVERY_S):
+            self._write_csv()
 
     def _send(self, trainer: pl.Trainer, rows: list[dict[str, float]]) -> None:
         for row in rows:
@@ -124,8 +131,8 @@ class MetricsRecorder(StepHooks, pl.Callback):
                 logger.log_metrics({f"train/{k}": row[k] for k in self.columns}, step=int(row["step"]))
             self._sent_step = int(row["step"])
 
-    def _write_csv(self, new_rows: list[dict[str, float]]) -> None:
-        """The whole file, atomically; only the new rows are formatted (a long run's flush would
+    def _format_csv(self, new_rows: list[dict[str, float]]) -> None:
+        """Add rows to the CSV text; only the new rows are formatted (a long run's flush would
         otherwise format every row so far, each time: quadratic in the steps)."""
         fresh = self._csv is None
         if fresh:
@@ -134,8 +141,13 @@ class MetricsRecorder(StepHooks, pl.Callback):
         if fresh:
             writer.writeheader()
         writer.writerows(self.rows if fresh else new_rows)
+
+    def _write_csv(self) -> None:
+        """The whole file, atomically."""
+        assert self._csv is not None
         with atomic_path(self.path) as tmp:
             tmp.write_text(self._csv.getvalue())
+        self._written_at = time.perf_counter()
 
 
 class Snapshots(StepHooks, pl.Callback):

@@ -7,11 +7,18 @@ refresh rate. The module logs its losses without ``prog_bar``, and this bar read
 ``train/loss`` from ``callback_metrics`` (device tensors) when it redraws, every
 ``refresh_rate`` steps -- the metrics flush's rate, where the host waits for the device anyway.
 A batch may hold several steps (engine/steps.py): the bar counts steps, not batches.
+
+A redraw costs ~1 ms of Python and terminal output, so the bar draws once per refresh (the
+postfix goes in with the count, not in a redraw of its own) and at most ``MIN_INTERVAL_S``
+apart, as tqdm itself does by default: a GPU running hundreds of steps a second would
+otherwise pay a redraw every ``refresh_rate`` steps (docs/performance.md, fixed cost). The
+last step is always drawn.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,19 +28,32 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n
 from nst_exp.engine.steps import StepHooks
 
 SHOWN = ("train/loss",)  # callback_metrics keys the bar shows
+MIN_INTERVAL_S = 0.1  # tqdm's own default ``mininterval``
 
 
 class LossProgressBar(StepHooks, TQDMProgressBar):
     """TQDMProgressBar showing ``train/loss``, converted at refresh time only."""
 
+    _drawn_at = -math.inf  # perf_counter of the last redraw
+
     def step_interval(self) -> int:
         return self.refresh_rate
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        bar, step = self.train_progress_bar, trainer.global_step
-        if bar is not None and self._should_update(step, bar.total):
-            _update_n(bar, step)
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+        bar, step, now = self.train_progress_bar, trainer.global_step, time.perf_counter()
+        if bar is None or not self._should_update(step, bar.total):
+            return
+        if now - self._drawn_at >= MIN_INTERVAL_S or step == bar.total:
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            _update_n(bar, step)  # the one redraw
+            self._drawn_at = now
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run's end (one endless epoch): its last count, drawn with the postfix."""
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.n = trainer.global_step
+        super().on_train_epoch_end(trainer, pl_module)
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
