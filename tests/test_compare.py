@@ -81,6 +81,10 @@ def test_each_wandb_run_holds_summary_yardstick_final_image_and_table_row(sweep:
         # the final image, and the inputs once
         assert same_pixels(run.media("final"), job / "final.png")
         assert len(run.logged("inputs/content/path")) == 1 and len(run.logged("inputs/style/path")) == 1
+        # every snapshot, the PNG on disk as it is (W&B copies the file, no encoding of its own)
+        shots = run.logged("snapshot/filenames")
+        assert len(shots) == 2 and all(len(names) == 1 for names in shots)
+        assert (run.dir / "files" / shots[-1][0]).read_bytes() == (job / "snapshots" / "step_000004.png").read_bytes()
         # the one-row comparison table: overrides as columns, the image, losses and yardstick
         row = table_row(run)
         assert row["style_weight"] == weight and row["status"] == "ok" and row["steps"] == 4

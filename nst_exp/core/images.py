@@ -14,6 +14,8 @@ from torch import Tensor
 from nst_exp.core.files import atomic_path, input_file_problem
 from nst_exp.errors import ImageError
 
+PNG_COMPRESS_LEVEL = 1  # zlib's fastest (save_image says why)
+
 
 def load_image(path: str | Path, field: str) -> Image.Image:
     """Open ``path`` as upright 8-bit RGB, or raise ImageError naming ``field``."""
@@ -77,10 +79,15 @@ def to_pil(image: Tensor) -> Image.Image:
 
 
 def save_image(image: Tensor | Image.Image, path: str | Path) -> Path:
-    """Write a PNG atomically: a crash never leaves a truncated file at ``path``."""
+    """Write a PNG atomically: a crash never leaves a truncated file at ``path``.
+
+    zlib level 1, not Pillow's 6: 15 ms instead of 42 for a 512 x 384 image, for a file 3 %
+    larger. A run writes one every ``snapshot_every`` steps, which at GPU step times is part
+    of the per-step cost (docs/performance.md, fixed cost).
+    """
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return Path(path)
 
 

@@ -170,13 +170,16 @@ class Snapshots(StepHooks, pl.Callback):
             self.save(trainer, pl_module, trainer.global_step)
 
     def save(self, trainer: pl.Trainer, pl_module: StyleTransferModule, step: int) -> None:
+        """Each image's PNG; W&B gets the file as written (Lightning's WandbLogger takes paths):
+        one PNG encoding, not a second of its own (~30 ms at 512 px, every snapshot)."""
         for index, image in enumerate(pl_module.image.detach()):
             suffix = f"_{index}" if pl_module.image.shape[0] > 1 else ""
             pil = to_pil(denoise(image.clamp(0, 1), self.denoise, self.denoise_method))
-            save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
+            path = save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
-                    logger.log_image(key="snapshot", images=[pil], step=step)
+                    as_file = type(logger).__name__ == "WandbLogger"
+                    logger.log_image(key="snapshot", images=[str(path) if as_file else pil], step=step)
 
 
 class RunSummary(pl.Callback):
