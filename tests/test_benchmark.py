@@ -14,6 +14,7 @@ from conftest import PROJECT_ROOT
 from nst_exp.runtime.build import build_module
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+import bench_loops
 import bench_workers
 
 SPEC = {"size": 64, "optimizer": "adam", "weights": "random", "steps": 3}
@@ -22,8 +23,8 @@ SPEC = {"size": 64, "optimizer": "adam", "weights": "random", "steps": 3}
 @pytest.mark.parametrize("variant", ["bare", "naive"])
 def test_hand_written_loops_compute_the_framework_loss(variant: str) -> None:
     cfg = bench_workers.config(SPEC, "layers=gatys", "style_weight=1e3")
-    features = bench_workers.bare_features(cfg) if variant == "bare" else bench_workers.naive_features(cfg)
-    image, loss = bench_workers.make_objective(cfg, features, recompute=variant == "naive")
+    features = bench_loops.bare_features(cfg) if variant == "bare" else bench_loops.naive_features(cfg)
+    image, loss = bench_loops.make_objective(cfg, features, recompute=variant == "naive")
     with torch.no_grad():
         ours = float(loss(image))
     # rel 1e-5: the same float32 maths summed in another order (close on every CPU, not bit-identical).
@@ -34,7 +35,7 @@ def test_batched_loop_computes_the_batched_sweep_loss() -> None:
     """The batching ceiling's loop: one image per style weight, the jobs' losses summed."""
     weights = [1e3, 3e4]
     cfg = bench_workers.config(SPEC, "layers=gatys")
-    image, loss = bench_workers.make_objective(cfg, bench_workers.bare_features(cfg), False, style_weights=weights)
+    image, loss = bench_loops.make_objective(cfg, bench_loops.bare_features(cfg), False, style_weights=weights)
     with torch.no_grad():
         ours = float(loss(image))
     jobs = [build_module(bench_workers.config(SPEC, "layers=gatys", f"style_weight={w}")).evaluate()["loss"]
