@@ -73,6 +73,9 @@ def ensure_user_install(venv: Path) -> Path:
     RSS no user's run has.
     """
     dependencies = [req for req in requires("nst-exp") or [] if "extra ==" not in req]  # this install's
+    if not dependencies:
+        sys.exit("--peer: nst-exp is not installed here (pip install -e '.[dev]'), so its dependencies are "
+                 "unknown; or pass --nst-venv current")
     return ensure_venv(venv, [dependencies], "import nst_exp.train", {**os.environ, "PYTHONPATH": str(ROOT)})
 
 
