@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 import time
-from importlib.metadata import requires
+from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 import torch
@@ -72,7 +72,10 @@ def ensure_user_install(venv: Path) -> Path:
     which Lightning imports, imports ``scipy.signal`` whenever SciPy is installed: ~70 MB of
     RSS no user's run has.
     """
-    dependencies = [req for req in requires("nst-exp") or [] if "extra ==" not in req]  # this install's
+    try:
+        dependencies = [req for req in requires("nst-exp") or [] if "extra ==" not in req]  # this install's
+    except PackageNotFoundError:
+        dependencies = []
     if not dependencies:
         sys.exit("--peer: nst-exp is not installed here (pip install -e '.[dev]'), so its dependencies are "
                  "unknown; or pass --nst-venv current")
