@@ -106,8 +106,9 @@ class MetricsRecorder(StepHooks, pl.Callback):
         self.flush(trainer, last=True)
 
     def flush(self, trainer: pl.Trainer, last: bool = False) -> None:
-        """Move pending values to the host in one copy, append to the CSV, send the loggers
-        their rows (``last``: the run's last step is one of them)."""
+        """Move pending values to the host in one copy, add them to the CSV (written if a
+        second has passed, or ``last``), send the loggers their rows (``last``: the run's last
+        step is one of them)."""
         if self._pending:
             values = torch.stack([value for *_, row in self._pending for value in row])
             values = values.view(len(self._pending), len(self.columns), -1).sum(-1).cpu().tolist()
