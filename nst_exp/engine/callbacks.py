@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_exp.core.denoise import denoise
 from nst_exp.core.files import atomic_path
 from nst_exp.core.images import save_image, to_pil
-from nst_exp.engine.loggers import wandb_run
+from nst_exp.engine.loggers import is_wandb, wandb_run
 from nst_exp.engine.memory import release_optimizer_state
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.steps import StepHooks
@@ -179,8 +179,7 @@ class Snapshots(StepHooks, pl.Callback):
             path = save_image(pil, self.dir / f"step_{step:06d}{suffix}.png")
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
-                    as_file = type(logger).__name__ == "WandbLogger"
-                    logger.log_image(key="snapshot", images=[str(path) if as_file else pil], step=step)
+                    logger.log_image(key="snapshot", images=[str(path) if is_wandb(logger) else pil], step=step)
 
 
 class RunSummary(pl.Callback):

@@ -11,13 +11,18 @@ from pytorch_lightning.loggers import Logger
 log = logging.getLogger(__name__)
 
 
-def wandb_run(loggers: Iterable[Logger]) -> Any | None:
-    """The W&B run behind the first WandbLogger in ``loggers``, or None.
+def is_wandb(logger: Logger) -> bool:
+    """Whether ``logger`` is Lightning's WandbLogger.
 
     Matched by class name, so callers need not import wandb's logger to look for it.
     """
+    return type(logger).__name__ == "WandbLogger"
+
+
+def wandb_run(loggers: Iterable[Logger]) -> Any | None:
+    """The W&B run behind the first WandbLogger in ``loggers``, or None."""
     for logger in loggers:
-        run = getattr(logger, "experiment", None) if type(logger).__name__ == "WandbLogger" else None
+        run = getattr(logger, "experiment", None) if is_wandb(logger) else None
         if run is not None:
             return run
     return None
