@@ -12,13 +12,23 @@ A redraw costs ~1 ms of Python and terminal output, so the bar draws once per re
 postfix goes in with the count, not in a redraw of its own) and at most ``MIN_INTERVAL_S``
 apart, as tqdm itself does by default: a GPU running hundreds of steps a second would
 otherwise pay a redraw every ``refresh_rate`` steps (docs/performance.md, fixed cost). The
-last step is always drawn.
+last step is always drawn, as the bar closes.
+
+While the bar is live, a console log record clears the bar's line first and prints there;
+the bar draws itself again below it at its next update (right after the metrics flush that
+logged, so at no extra redraw). Printed after the bar's text on its line instead, each
+``step N  loss ...`` record left a stale copy of the bar above it. The bar closes with the
+run's last step, before the end-of-run callbacks (yardstick, summary) log: its rate is the
+steps' own and nothing redraws it under their records.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -35,6 +45,7 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
     """TQDMProgressBar showing ``train/loss``, converted at refresh time only."""
 
     _drawn_at = -math.inf  # perf_counter of the last redraw
+    _console: tuple[tuple[logging.Logger, logging.Handler, ClearFirst], ...] = ()  # swapped while live
 
     def step_interval(self) -> int:
         return self.refresh_rate
@@ -43,17 +54,42 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
         bar, step, now = self.train_progress_bar, trainer.global_step, time.perf_counter()
         if bar is None or not self._should_update(step, bar.total):
             return
-        if now - self._drawn_at >= MIN_INTERVAL_S or step == bar.total:
+        if now - self._drawn_at >= MIN_INTERVAL_S:
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             _update_n(bar, step)  # the one redraw
             self._drawn_at = now
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The run's end (one endless epoch): its last count, drawn with the postfix."""
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         bar = self.train_progress_bar
-        if bar is not None and not bar.disable:
+        if not bar.disable:
+            self._console = tuple((logger, handler, ClearFirst(handler, bar.clear)) for logger in console_loggers()
+                                  for handler in logger.handlers if _on_console(handler))
+            for logger, handler, wrapper in self._console:
+                logger.handlers[logger.handlers.index(handler)] = wrapper
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run's end (one endless epoch): its last count and loss, drawn once, as the bar closes."""
+        bar = self.train_progress_bar
+        if not bar.disable:
             bar.n = trainer.global_step
-        super().on_train_epoch_end(trainer, pl_module)
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        self._close()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Close the bar (tqdm's close is idempotent) and give the console back to the log handlers."""
+        if self._train_progress_bar is not None:
+            self.train_progress_bar.close()
+        for logger, handler, wrapper in self._console:
+            if wrapper in logger.handlers:
+                logger.handlers[logger.handlers.index(wrapper)] = handler
+        self._console = ()
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
@@ -63,3 +99,29 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
                 number = float(value)  # the one host copy, at the bar's refresh
                 items[key] = f"{number:.3g}" if math.isfinite(number) else str(number)
         return items
+
+
+class ClearFirst(logging.Handler):
+    """A console handler's stand-in while the bar is live: clear the bar's line, then let the
+    handler print the record there."""
+
+    def __init__(self, handler: logging.Handler, clear: Callable[[], None]) -> None:
+        super().__init__(handler.level)
+        self.handler, self.clear = handler, clear
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.clear()
+        self.handler.handle(record)
+
+
+def console_loggers() -> list[logging.Logger]:
+    """Loggers that print to the console themselves: the root (Hydra's console handler) and
+    any that do not propagate to it (Lightning's own, when it was imported before logging was
+    configured)."""
+    named = [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    return [logger for logger in [logging.root, *named]
+            if any(_on_console(handler) for handler in logger.handlers)]
+
+
+def _on_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)

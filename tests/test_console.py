@@ -1,0 +1,79 @@
+"""What a run prints to a terminal: log records on lines of their own, one progress bar, closed
+with the run's last step (engine/progress.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+
+from conftest import FAST, PROJECT_ROOT, compose_cfg
+from nst_exp.engine.progress import ClearFirst
+from nst_exp.runtime.build import build_callbacks, build_module, build_trainer
+
+
+def screen(output: str) -> list[str]:
+    """The lines a terminal shows for ``output``: within a line, text after a carriage return
+    overwrites the line from its start (tqdm redraws and clears its bar that way)."""
+    lines = []
+    for line in output.split("\n"):
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        lines.append(shown.rstrip())
+    return lines
+
+
+def test_log_records_print_above_the_bar_and_the_bar_closes_with_the_last_step(tmp_path: Path) -> None:
+    """Stdout and stderr into one pipe, as on a terminal. A record printed after the bar's text
+    on its line would show on the same line as a stale bar; the bar redrawn after the run
+    would show under the yardstick's record, with a rate that counts the run's end."""
+    run = [*FAST, "steps=6", "log_every=2", "snapshot_every=0", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "COLUMNS": "100"}
+    proc = subprocess.run([sys.executable, "-m", "nst_exp.train", *run], cwd=PROJECT_ROOT, env=env, timeout=600,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # bytes: text mode reads \r as \n
+    output = proc.stdout.decode()
+    assert proc.returncode == 0, output[-3000:]
+    lines = screen(output)
+    records = [i for i, line in enumerate(lines) if "][INFO] - step " in line]
+    bars = [i for i, line in enumerate(lines) if "it/s" in line]
+    assert len(records) == 3, output  # steps 1, 3, 5 (log_every=2)
+    assert not any("Epoch 0" in lines[i] for i in records)  # each record on a line of its own
+    assert len(bars) == 1 and "6/6" in lines[bars[0]], lines  # one bar left: the closed one, at the last step
+    yardstick = next(i for i, line in enumerate(lines) if "Yardstick" in line)
+    assert records[-1] < bars[0] < yardstick
+
+
+class Fails(pl.Callback):
+    def on_train_batch_end(self, *args: Any) -> None:
+        raise RuntimeError("a callback failed")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["run ends", "run fails"])
+def test_console_handlers_are_given_back_however_the_run_ends(tmp_path: Path, fails: bool) -> None:
+    """While the bar is live a console handler has a stand-in that clears the bar first; after
+    the run, finished or failed, the logger holds the handler itself again."""
+    console = logging.StreamHandler(sys.stdout)
+    logging.root.addHandler(console)
+    try:
+        cfg = compose_cfg(*FAST, "steps=4", output_dir=tmp_path)
+        trainer = build_trainer(cfg.trainer, callbacks=[*build_callbacks(cfg), *([Fails()] if fails else [])],
+                                logger=False)
+        seen: list[list[logging.Handler]] = []
+        spy = type("Spy", (pl.Callback,), {"on_train_batch_start": lambda *_: seen.append(list(logging.root.handlers))})
+        trainer.callbacks.append(spy())
+        try:
+            trainer.fit(build_module(cfg))
+        except RuntimeError as error:
+            assert fails and "a callback failed" in str(error)
+        assert any(isinstance(h, ClearFirst) and h.handler is console for h in seen[0])  # the stand-in, live
+        assert console in logging.root.handlers
+        assert not any(isinstance(h, ClearFirst) for h in logging.root.handlers)
+    finally:
+        logging.root.removeHandler(console)
