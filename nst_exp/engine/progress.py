@@ -17,10 +17,11 @@ last step is always drawn, as the bar closes.
 While the bar is live, a console log record clears the bar's line first and prints there;
 the bar draws itself again below it at its next redraw (right after the metrics flush that
 logged, so at no extra redraw, unless the flushes come faster than ``MIN_INTERVAL_S``: then
-the bar is blank until its next redraw, rather than paying one per record). Printed after the bar's text on its line instead, each
-``step N  loss ...`` record left a stale copy of the bar above it. The bar closes with the
-run's last step, before the end-of-run callbacks (yardstick, summary) log: its rate is the
-steps' own and nothing redraws it under their records.
+the bar is blank until its next redraw, rather than paying one per record). Printed after
+the bar's text on its line instead, each ``step N  loss ...`` record left a stale copy of the
+bar above it. The bar closes with the run's last step, before the end-of-run callbacks
+(yardstick, summary) log: its rate is the steps' own and nothing redraws it under their
+records.
 """
 
 from __future__ import annotations
