@@ -129,6 +129,7 @@ def test_sweep_ends_with_a_line_per_job_and_the_report_command(sweep: tuple[Path
         assert line.startswith(f"job {num}  style_weight={weight}  ok  loss {summary['final_loss']:.4g}  ")
         assert f"ssim {summary['judge_ssim']:.4g}" in line and line.endswith(str(sweep_dir / str(num)))
     assert f"compare: nst-report {sweep_dir}" in stdout
+    assert stdout.splitlines()[-1] == f"upload to W&B: wandb sync {sweep_dir}/*/wandb/offline-run-*"
 
 
 def browser() -> str | None:

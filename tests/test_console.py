@@ -1,5 +1,6 @@
 """What a run prints to a terminal: log records on lines of their own, one progress bar, closed
-with the run's last step (engine/progress.py)."""
+with the run's last step (engine/progress.py); W&B quiet offline, and the command that uploads
+its runs at the end (runtime/sweep_lines.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 import pytorch_lightning as pl
 
 from conftest import FAST, PROJECT_ROOT, compose_cfg
+from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.progress import ClearFirst
 from nst_exp.runtime.build import build_callbacks, build_module, build_trainer
+from nst_exp.runtime.job_loggers import wandb_logger
+from nst_exp.runtime.sweep_lines import wandb_sync_line
 
 
 def screen(output: str) -> list[str]:
@@ -77,3 +81,23 @@ def test_console_handlers_are_given_back_however_the_run_ends(tmp_path: Path, fa
         assert not any(isinstance(h, ClearFirst) for h in logging.root.handlers)
     finally:
         logging.root.removeHandler(console)
+
+
+def test_wandb_sync_line_names_each_layout_of_offline_runs_once(tmp_path: Path) -> None:
+    """W&B is quiet offline, so the closing lines say how to upload: one glob per layout."""
+    assert wandb_sync_line(tmp_path) is None
+    for run in ("0/wandb/offline-run-a", "1/wandb/offline-run-b", "2/scale_256/wandb/offline-run-c",
+                "2/scale_512/wandb/offline-run-d", "3/wandb/run-online-e"):
+        (tmp_path / run).mkdir(parents=True)
+    assert wandb_sync_line(tmp_path) == (f"upload to W&B: wandb sync {tmp_path}/*/scale_*/wandb/offline-run-* "
+                                         f"{tmp_path}/*/wandb/offline-run-*")
+    assert wandb_sync_line(tmp_path / "0") == f"upload to W&B: wandb sync {tmp_path}/0/wandb/offline-run-*"
+
+
+@pytest.mark.parametrize(("quiet", "expected"), [(None, True), (False, False)])
+def test_wandb_is_quiet_offline_unless_asked(tmp_path: Path, quiet: bool | None, expected: bool) -> None:
+    logger = wandb_logger(str(tmp_path), mode="offline", quiet=quiet)
+    try:
+        assert logger is not None and logger.experiment.settings.quiet is expected
+    finally:
+        finish_wandb()

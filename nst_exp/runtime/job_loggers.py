@@ -54,7 +54,7 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
                  run_config: dict[str, Any] | None = None, tags: list[str] | None = None,
                  group: str | None = None, name: str | None = None, id: str | None = None,
                  reinit: str = "finish_previous", job_type: str | None = None,
-                 init_timeout: float = 20.0) -> Logger | None:
+                 init_timeout: float = 20.0, quiet: bool | None = None) -> Logger | None:
     """A Lightning WandbLogger writing under ``save_dir``; offline unless asked otherwise.
 
     W&B trouble (no key online, unwritable dir, broken install) must not kill an experiment:
@@ -63,9 +63,13 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
     an existing run (a resumed job), else W&B makes a new one. A batched sweep
     (nst_exp/strategies/batched/batch.py) passes ``reinit="create_new"`` to keep one open run per job.
     Online without a network, W&B waits ``init_timeout`` seconds (its own default: 90 per job)
-    before giving up; then the run goes on without it, as above.
+    before giving up; then the run goes on without it, as above. ``quiet`` (None: when offline)
+    keeps W&B to the lines that say where the run is saved, without the ~25 lines of run
+    history and summary it prints at each job's end (the closing lines say how to upload:
+    runtime/sweep_lines.py); online, W&B's own output, the run's URL with it, stays.
     """
     mode = mode or os.environ.get("WANDB_MODE", "offline")
+    quiet = mode == "offline" if quiet is None else bool(quiet)
     default_group, default_name = job_identity()
     try:
         import wandb
@@ -76,7 +80,7 @@ def wandb_logger(save_dir: str, project: str = "nst-exp", mode: str | None = Non
                              tags=list(tags or []), group=group or default_group,
                              name=name or default_name, id=id, reinit=reinit,
                              job_type=job_type or default_job_type(),
-                             settings=wandb.Settings(init_timeout=float(init_timeout)))
+                             settings=wandb.Settings(init_timeout=float(init_timeout), quiet=quiet))
         # Lightning always passes `anonymous`, which wandb >= 0.19 answers with a warning on every
         # run ("has no effect"); not passing it changes nothing else.
         logger._wandb_init.pop("anonymous", None)

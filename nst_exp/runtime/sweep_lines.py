@@ -1,8 +1,10 @@
-"""A sweep's closing lines on the console: one per job, then where the report command is.
+"""A sweep's closing lines on the console: one per job, then where the report command is, then
+how to upload the jobs' offline W&B runs (W&B itself is quiet offline: runtime/job_loggers.py).
 
     job 0  style_weight=1000.0  ok  loss 0.0412  judge 0.0399  ssim 0.871  color 0.052  outputs/.../0
     ...
     compare: nst-report outputs/multirun/2026-11-29/10-00-00_123456   (report.html, report.md)
+    upload to W&B: wandb sync outputs/multirun/2026-11-29/10-00-00_123456/*/wandb/offline-run-*
 
 Read from the files the jobs wrote (summary.json, .hydra/overrides.yaml), so it holds for any
 launcher, jobs in other processes included.
@@ -10,6 +12,7 @@ launcher, jobs in other processes included.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,4 +46,18 @@ def sweep_lines(sweep_dir: str | Path) -> list[str]:
         scores = "  ".join(f"{label} {_number(summary.get(key))}" for label, key in SCORES)
         lines.append(f"job {job.name}  {swept}  {status}  {scores}  {job}")
     lines.append(f"compare: nst-report {sweep_dir}   (writes report.html, report.md, report.csv there)")
-    return lines
+    return lines + [line for line in [wandb_sync_line(sweep_dir)] if line]
+
+
+def wandb_sync_line(root: str | Path) -> str | None:
+    """The command that uploads the offline W&B runs under ``root`` (None if there are none):
+    one glob per layout, job numbers and scale edges as wildcards (``*/wandb/offline-run-*``,
+    ``scale_*/wandb/offline-run-*``)."""
+    root = Path(root)
+    layouts = sorted({_layout(run.relative_to(root)) for run in root.glob("**/wandb/offline-run-*")})
+    return f"upload to W&B: wandb sync {' '.join(str(root / layout) for layout in layouts)}" if layouts else None
+
+
+def _layout(run: Path) -> Path:
+    parts = ["*" if part.isdigit() else re.sub(r"^scale_\d+$", "scale_*", part) for part in run.parent.parts]
+    return Path(*parts, "offline-run-*")

@@ -45,7 +45,7 @@ from nst_exp.runtime import jobdir
 from nst_exp.runtime.checkpoint import will_resume
 from nst_exp.runtime.console import quiet_third_party
 from nst_exp.runtime.signals import hand_on_signal, interrupt_code, stop_signals
-from nst_exp.runtime.sweep_lines import sweep_lines
+from nst_exp.runtime.sweep_lines import sweep_lines, wandb_sync_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -207,7 +207,8 @@ def metric(summary: dict[str, Any] | None, key: str) -> float:
 
 class SweepOutcome(Callback):
     """Hydra callback: check the output dir before any job; at the end print a line per job
-    (runtime/sweep_lines.py) and fail the multirun if a job failed.
+    (runtime/sweep_lines.py) and fail the multirun if a job failed; after a single run, how to
+    upload its offline W&B runs.
 
     Jobs are judged by their summary.json, so the verdict holds for any launcher (jobs may run
     in other processes). A ``diverged`` job ended cleanly with its best image: it counts as done.
@@ -215,6 +216,11 @@ class SweepOutcome(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_or_exit(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        line = wandb_sync_line(config.hydra.run.dir)
+        if line:
+            print(line, flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_or_exit(config.hydra.sweep.dir, "hydra.sweep.dir")
