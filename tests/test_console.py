@@ -52,6 +52,9 @@ def test_log_records_print_above_the_bar_and_the_bar_closes_with_the_last_step(t
     assert len(bars) == 1 and "6/6" in lines[bars[0]], lines  # one bar left: the closed one, at the last step
     yardstick = next(i for i, line in enumerate(lines) if "Yardstick" in line)
     assert records[-1] < bars[0] < yardstick
+    # Lightning's device census and max_steps line are not repeated: the run's own lines say it.
+    assert "Optimising a 32x24 image for 6 steps on cpu (32-true)" in output
+    assert "GPU available" not in output and "TPU available" not in output and "Trainer.fit` stopped" not in output
 
 
 class Fails(pl.Callback):

@@ -33,13 +33,18 @@ QUIET = (
 )
 
 
-# Lightning's advertising on every run (litlogger, litmodels), logged through its rank-zero loggers.
+# Lines Lightning logs through its rank-zero loggers on every run that tell a user of nst-exp
+# nothing the run's own lines do not: its advertising (litlogger, litmodels); the device census
+# ("GPU available: False, used: False", ...), where the run's "Optimising ..." line names the
+# device and precision it uses (a GPU left unused is still a warning of Lightning's); and that
+# max_steps was reached, which the run's "Done:" line follows.
 TIP_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+CHATTER = ("💡 Tip", "GPU available: ", "TPU available: ", "HPU available: ", "`Trainer.fit` stopped: ")
 
 
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(CHATTER)
 
 
 def quiet_third_party() -> None:

@@ -28,7 +28,8 @@ def fit(cfg: DictConfig, init: Tensor | None = None) -> dict[str, Any]:
     checkpoint = find_checkpoint(cfg, module)  # an interrupted run in this job dir to continue
     trainer = build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False,
                             plugins=lightning_plugins())
-    log.info("Optimising a %dx%d image for %d steps", module.image.shape[-1], module.image.shape[-2], cfg.steps)
+    log.info("Optimising a %dx%d image for %d steps on %s (%s)", module.image.shape[-1], module.image.shape[-2],
+             cfg.steps, trainer.strategy.root_device, trainer.precision)
     failed = True
     try:
         trainer.fit(module, ckpt_path=checkpoint, weights_only=True)

@@ -114,8 +114,8 @@ def train_batch(jobs: Sequence[Job]) -> list[dict[str, Any]]:
         trainer_cfg.enable_progress_bar = False  # B bars would say the same thing
     callbacks = [BatchCallbacks(jobs), *([checkpointing] if checkpointing is not None else [])]
     trainer = build_trainer(trainer_cfg, callbacks=callbacks, logger=False)
-    log.info("Optimising %d images of %dx%d together for %d steps", len(jobs), module.image.shape[-1],
-             module.image.shape[-2], cfgs[0].steps)
+    log.info("Optimising %d images of %dx%d together for %d steps on %s (%s)", len(jobs), module.image.shape[-1],
+             module.image.shape[-2], cfgs[0].steps, trainer.strategy.root_device, trainer.precision)
     status = "failed"
     try:
         trainer.fit(module, ckpt_path=checkpoint)
