@@ -47,7 +47,7 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
     """TQDMProgressBar showing ``train/loss``, converted at refresh time only."""
 
     _drawn_at = -math.inf  # perf_counter of the last redraw
-    _console: tuple[tuple[logging.Logger, logging.Handler, ClearFirst], ...] = ()  # swapped while live
+    _console: tuple[tuple[logging.Logger, ClearFirst], ...] = ()  # stand-ins while live (each holds its handler)
 
     def step_interval(self) -> int:
         return self.refresh_rate
@@ -65,10 +65,10 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
         bar = self.train_progress_bar
         if not bar.disable:
-            self._console = tuple((logger, handler, ClearFirst(handler, bar.clear)) for logger in console_loggers()
+            self._console = tuple((logger, ClearFirst(handler, bar.clear)) for logger in all_loggers()
                                   for handler in logger.handlers if _on_console(handler))
-            for logger, handler, wrapper in self._console:
-                logger.handlers[logger.handlers.index(handler)] = wrapper
+            for logger, wrapper in self._console:
+                logger.handlers[logger.handlers.index(wrapper.handler)] = wrapper
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The run's end (one endless epoch): its last count and loss, drawn once, as the bar closes."""
@@ -88,9 +88,9 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
         """Close the bar (tqdm's close is idempotent) and give the console back to the log handlers."""
         if self._train_progress_bar is not None:
             self.train_progress_bar.close()
-        for logger, handler, wrapper in self._console:
+        for logger, wrapper in self._console:
             if wrapper in logger.handlers:
-                logger.handlers[logger.handlers.index(wrapper)] = handler
+                logger.handlers[logger.handlers.index(wrapper)] = wrapper.handler
         self._console = ()
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -116,13 +116,12 @@ class ClearFirst(logging.Handler):
         self.handler.handle(record)
 
 
-def console_loggers() -> list[logging.Logger]:
-    """Loggers that print to the console themselves: the root (Hydra's console handler) and
-    any that do not propagate to it (Lightning's own, when it was imported before logging was
+def all_loggers() -> list[logging.Logger]:
+    """The root and every named logger: console handlers sit on the root (Hydra's) and on some
+    that do not propagate to it (Lightning's own, when it was imported before logging was
     configured)."""
     named = [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
-    return [logger for logger in [logging.root, *named]
-            if any(_on_console(handler) for handler in logger.handlers)]
+    return [logging.root, *named]
 
 
 def _on_console(handler: logging.Handler) -> bool:

@@ -46,7 +46,8 @@ def sweep_lines(sweep_dir: str | Path) -> list[str]:
         scores = "  ".join(f"{label} {_number(summary.get(key))}" for label, key in SCORES)
         lines.append(f"job {job.name}  {swept}  {status}  {scores}  {job}")
     lines.append(f"compare: nst-report {sweep_dir}   (writes report.html, report.md, report.csv there)")
-    return lines + [line for line in [wandb_sync_line(sweep_dir)] if line]
+    sync = wandb_sync_line(sweep_dir)
+    return lines + ([sync] if sync else [])
 
 
 def wandb_sync_line(root: str | Path) -> str | None:
