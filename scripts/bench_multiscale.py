@@ -11,6 +11,7 @@ nst_exp/core/yardstick.py): one network, one scale, the original photo and paint
 measure no run optimises. Not by the runs' own Gram objective: the 512 px baseline optimises
 exactly that, so it would be judged by its own settings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,7 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="scales:steps_per_scale each")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--size", type=int, default=SIZE, help="long edge of the baseline and the last scale")
+    parser.add_argument("--size", type=int, default=SIZE,
+                        help="long edge of the single-scale baseline (candidates name their own scales)")
     parser.add_argument("--sheet", default="", help="write baseline | best candidate here (JPEG)")
     parser.add_argument("--work", default="", help="keep the job dirs here (default: a temp dir)")
     parser.add_argument("--out", default="benchmark.json")

@@ -138,8 +138,8 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     if "wandb" in outputs and not progress.rows:
         outputs["wandb"].send_inputs(loggers, module)
     recorder = TileRecorder(out, state, module.columns, int(cfg.get("snapshot_every", 0)) > 0, wall_before, loggers)
-    log.info("Tiled %dx%d: %s tiles per pass of %d px (overlap %d), %d steps each, %s",
-             width, height, state["tiles_per_pass"], plan.tile, plan.overlap, plan.steps,
+    log.info("Tiled %dx%d: %s tiles per pass of %d px (overlap %d), %d steps each, on %s (%s)",
+             width, height, state["tiles_per_pass"], plan.tile, plan.overlap, plan.steps, module.image.device,
              "bf16" if plan.bf16 else "fp32")
     failed = True
     try:
