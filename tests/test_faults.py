@@ -19,10 +19,12 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+import nst_exp.engine.guards
 import nst_exp.runtime.task
 import nst_exp.strategies.single
 from conftest import FAST, compose_cfg, default_sigint, run_cli
 from nst_exp.engine.callbacks import RunSummary
+from nst_exp.engine.guard_ledgers import DeviceLedger, HostLedger
 from nst_exp.engine.guards import DivergenceGuard
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.runtime.build import build_module
@@ -43,6 +45,13 @@ def summary_of(job: Path) -> dict:
 
 
 # --- divergence -------------------------------------------------------------------------------
+@pytest.fixture(params=[HostLedger, DeviceLedger], ids=["host-ledger", "device-ledger"])
+def ledger(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each divergence test with each of the guard's ledgers: the CPU's, and a GPU's forced here."""
+    monkeypatch.setattr(nst_exp.engine.guards, "ledger_for", request.param)
+
+
+@pytest.mark.usefixtures("ledger")
 def test_adam_nan_at_step_k_restores_the_best_image_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     k = 5
     original = StyleTransferModule._loss_and_grad
@@ -69,6 +78,7 @@ def test_adam_nan_at_step_k_restores_the_best_image_and_stops(tmp_path: Path, mo
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.usefixtures("ledger")
 def test_batched_images_each_get_their_own_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch may hold several sweep jobs: one image diverging must not cost the others steps."""
     k = 3
@@ -95,6 +105,7 @@ def test_batched_images_each_get_their_own_best(tmp_path: Path, monkeypatch: pyt
     assert summary.status == "diverged" and torch.isfinite(module.image).all()
 
 
+@pytest.mark.usefixtures("ledger")
 def test_lbfgs_explosion_stops_cleanly_at_the_best_image(tmp_path: Path) -> None:
     summary = train(compose_cfg(*FAST, *EXPLODING, output_dir=tmp_path))
     assert summary["status"] == "diverged" and summary["steps"] < 30
@@ -104,6 +115,7 @@ def test_lbfgs_explosion_stops_cleanly_at_the_best_image(tmp_path: Path) -> None
     assert pixels(tmp_path / "final.png").std() > 1
 
 
+@pytest.mark.usefixtures("ledger")
 def test_lbfgs_explosion_restarts_with_a_lower_lr(tmp_path: Path) -> None:
     cfg = compose_cfg(*FAST, *EXPLODING, "callbacks.divergence.restarts=3", output_dir=tmp_path)
     summary = train(cfg)

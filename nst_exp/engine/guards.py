@@ -6,13 +6,13 @@ keeps the best image seen so far on the device, and on divergence either restart
 a lower lr (``restarts`` times) or stops the run there, with ``status: diverged`` and the step
 in summary.json, so the run ends cleanly with its best result instead of a black image.
 
-Cost: the bookkeeping is five device ops per step (is this the best loss so far? then keep the
-step's start image), done inside the batch (engine/steps.py); the search for the first bad step
-waits for the batch's end, where a few ops cover all its steps. None waits for the device. Reading the verdict
-is the only sync: every ``check_every`` steps (``log_every``: the metrics flush, where
+Cost: the bookkeeping (engine/guard_ledgers.py) is done inside the batch (engine/steps.py).
+On a GPU it is five device ops per step, and the search for the first bad step waits for the
+batch's end, where a few ops cover all its steps; none waits for the device. Reading the
+verdict is the only sync: every ``check_every`` steps (``log_every``: the metrics flush, where
 MetricsRecorder syncs already); L-BFGS, whose line search reads the loss at every evaluation
 anyway, also reads it after every step and ends the batch at the first bad one, so its verdict
-comes at once.
+comes at once. On the CPU, where reading is free, each step is judged in Python at once.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import pytorch_lightning as pl
 import torch
 
 from nst_exp.core.lbfgs import quasi_newton
+from nst_exp.engine.guard_ledgers import TRACKED, ledger_for
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.steps import StepHooks
 from nst_exp.engine.summary import SummaryPart
 
 log = logging.getLogger(__name__)
-TRACKED = ("best", "best_loss", "best_step", "bad_step", "bad_loss")  # per-image tensors a resume restores
 
 
 class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
@@ -54,112 +54,60 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         self._restored: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        image = pl_module.image.detach()
-        device = image.device
-        batch = image.shape[0]  # per-image state: a batch may hold several sweep jobs
-        self._start = image.clone()  # the images the current step starts from
-        self._best = image.clone()
-        self._best_loss = torch.full((batch,), math.inf, device=device)
-        self._best_step = torch.zeros(batch, dtype=torch.long, device=device)
-        self._bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)  # first unhandled bad step
-        self._bad_loss = torch.full((batch,), math.nan, device=device)
+        # per-image state: a batch may hold several sweep jobs
+        self._ledger = ledger_for(pl_module.image.detach(), self.explode_factor)
         self._restarts_left = self.restarts
         self._quasi_newton = quasi_newton(trainer.optimizers[0])
-        self._window: list[torch.Tensor] = []  # losses of the steps since the last settle, in order
-        self._window_start = 0  # the step of the first of them
         self.events = []
         state, self._restored = self._restored, None
         if state:  # a resumed run: the same best image, restarts left and history of events
-            for name in TRACKED:
-                setattr(self, f"_{name}", state[name].to(device, copy=True))
+            self._ledger.load({name: state[name] for name in TRACKED})
             self._restarts_left, self.events = int(state["restarts_left"]), list(state["events"])
-        self._best_before_window = self._best_loss.clone()
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold so that a resumed run recovers as this one would."""
-        if not hasattr(self, "_best"):
+        if not hasattr(self, "_ledger"):
             return {}
-        self._settle()
-        return {**{name: getattr(self, f"_{name}").to("cpu", copy=True) for name in TRACKED},
-                "restarts_left": self._restarts_left, "events": list(self.events)}
+        return {**self._ledger.state(), "restarts_left": self._restarts_left, "events": list(self.events)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = dict(state_dict)  # applied in on_train_start, which sets up the tensors
+        self._restored = dict(state_dict)  # applied in on_train_start, which sets up the ledger
 
     def step_interval(self) -> int:
         return self.check_every
 
     def before_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        self._start.copy_(pl_module.image.detach())
+        self._ledger.start.copy_(pl_module.image.detach())
 
     def after_step(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> bool:
         """Track the step's start image and loss; with L-BFGS, end the batch at a bad step."""
         loss = pl_module.last_components.get("loss")
         if loss is None:
             return False
-        self._track(loss.reshape(-1), trainer.global_step - 1)  # losses of the step's start images
-        if not self._quasi_newton:
-            return False
-        self._settle()
-        return int(self._bad_step.max()) >= 0  # L-BFGS has synced anyway
+        self._ledger.track(loss.reshape(-1), trainer.global_step - 1)  # losses of the step's start images
+        return self._quasi_newton and self._ledger.any_bad()  # L-BFGS has synced anyway
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule, *args: Any) -> None:
-        self._settle()
+        self._ledger.settle()
         due = trainer.global_step % self.check_every == 0 or self._quasi_newton
-        if due and int(self._bad_step.max()) >= 0:  # the one sync
+        if due and self._ledger.any_bad():  # the one sync
             self._recover(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         """Catch a divergence since the last verdict (runs before RunSummary writes)."""
-        if not hasattr(self, "_bad_step"):
-            return
-        self._settle()
-        if int(self._bad_step.max()) >= 0:
+        if hasattr(self, "_ledger") and self._ledger.any_bad():
             self._recover(trainer, pl_module, final=True)
-
-    def _track(self, loss: torch.Tensor, step: int) -> None:
-        """At every step: keep its loss, and its start image if that is the best so far.
-
-        Only this cannot wait for the batch's end (the start image is gone by then), so it is
-        five ops, in place: each costs microseconds of dispatch, and a GPU step only a few ms
-        (docs/performance.md, fixed cost). A NaN or Inf loss is never the best, nor is an
-        exploding one: it is above the best (``explode_factor`` > 1, config/groups.py).
-        """
-        if not self._window:
-            self._window_start = step
-        self._window.append(loss)
-        better = _ranked(loss) < self._best_loss
-        torch.where(better.view(-1, 1, 1, 1), self._start, self._best, out=self._best)
-        torch.where(better, loss, self._best_loss, out=self._best_loss)
-        self._best_step.masked_fill_(better, step)
-
-    def _settle(self) -> None:
-        """The first bad step (NaN/Inf, or above ``explode_factor`` x the best loss before it)
-        among those tracked since the last call, for all of them at once, on the device."""
-        if not self._window:
-            return
-        losses = torch.stack(self._window)  # (steps, images)
-        self._window = []
-        bad = (losses - losses) != 0  # NaN or +-Inf
-        if self.explode_factor is not None:  # the best before each step: a running minimum
-            before = torch.cat([self._best_before_window[None], _ranked(losses[:-1])])
-            before = before.cummin(0).values
-            bad |= (losses > self.explode_factor * before).logical_and_(before > 0)
-        first = bad.int().argmax(0)  # per image: its first bad step in the window (0 if none)
-        new = bad.any(0).logical_and_(self._bad_step < 0)
-        self._bad_step = torch.where(new, first + self._window_start, self._bad_step)
-        self._bad_loss = torch.where(new, losses.gather(0, first[None])[0], self._bad_loss)
-        self._best_before_window = self._best_loss.clone()
 
     def _recover(self, trainer: pl.Trainer, pl_module: StyleTransferModule, final: bool) -> None:
         """Put the best image back, then restart with a lower lr or stop the run."""
-        bad = self._bad_step >= 0
-        event: dict[str, Any] = {"step": int(self._bad_step[bad].min()), "loss": _values(self._bad_loss[bad]),
-                                 "best_step": _values(self._best_step), "best_loss": _values(self._best_loss)}
+        ledger = self._ledger
+        bad = ledger.bad_step >= 0
+        event: dict[str, Any] = {"step": int(ledger.bad_step[bad].min()), "loss": _values(ledger.bad_loss[bad]),
+                                 "best_step": _values(ledger.best_step), "best_loss": _values(ledger.best_loss)}
         if len(bad) > 1:
             event["images"] = bad.nonzero().flatten().tolist()
         with torch.no_grad():
-            pl_module.image.copy_(self._best)
+            pl_module.image.copy_(ledger.best)
         restart = not final and self._restarts_left > 0
         # L-BFGS history / Adam moments hold the diverged values: forget them either way.
         lr = reset_optimizer(trainer.optimizers[0], self.lr_factor if restart else 1.0)
@@ -169,7 +117,7 @@ class DivergenceGuard(StepHooks, SummaryPart, pl.Callback):
         else:
             event["action"] = "stop"
             trainer.should_stop = True
-        self._bad_step = torch.full_like(self._bad_step, -1)
+        ledger.clear_bad()
         self.events.append(event)
         log.warning("Diverged at step %d (loss %s; best %s at step %s): restored the best image, %s",
                     event["step"], event["loss"], event["best_loss"], event["best_step"], event["action"])
@@ -201,11 +149,6 @@ def reset_optimizer(optimizer: Any, lr_factor: float = 1.0) -> float:
     for group in optimizer.param_groups:
         group["lr"] *= lr_factor
     return float(optimizer.param_groups[0]["lr"])
-
-
-def _ranked(losses: torch.Tensor) -> torch.Tensor:
-    """Losses as the best-so-far compares them: NaN and +-Inf as +Inf, never below a best."""
-    return losses.nan_to_num(math.inf, math.inf, math.inf)
 
 
 def _values(tensor: torch.Tensor) -> Any:
