@@ -103,6 +103,8 @@ CASES: dict[str, Case] = {
     "weights not tensors": lambda t: ([f"model.weights={_weights(t, 'meta.pth', {'epoch': 3})}"],
                                       ["model.weights=", "meta.pth", "not a state dict of tensors"]),
     "output dir under a file": lambda t: ([], ["paths.output_dir=", "a_file", "is a file"]),
+    "absent gpu": lambda t: ([f"trainer.accelerator={'mps' if torch.cuda.is_available() else 'cuda'}"],
+                            ["trainer.accelerator=", "torch sees no such device", "trainer=cpu"]),
     "divergence restarts": lambda t: (["callbacks.divergence.restarts=-1"], ["callbacks.divergence.restarts=-1"]),
 }
 

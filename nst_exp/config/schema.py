@@ -17,6 +17,7 @@ from nst_exp.config.checks import at_least, finite, int_list, integer, option, s
 from nst_exp.config.choices import Clamp, Color, DenoiseMethod, Precision, StopOn
 from nst_exp.config.groups import CallbacksConf, InitConf, LayersConf, LossConf, ModelConf, PairConf, PathsConf
 from nst_exp.engine.judge import JUDGE_KEYS
+from nst_exp.engine.placement import check_accelerator
 from nst_exp.errors import ConfigError
 
 CALLBACK_ENTRIES = {entry.name for entry in fields(CallbacksConf)}  # the project's own callbacks
@@ -108,6 +109,7 @@ class TrainConf:
         check_line_search(self)
         check_scales(self)
         check_tiling(self)
+        check_accelerator(str(option(self.trainer, "accelerator", "auto")))
 
 
 def check_yardstick(cfg: TrainConf) -> None:

@@ -10,7 +10,6 @@ import csv
 import io
 import logging
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from nst_exp.engine.loggers import is_wandb, wandb_run
 from nst_exp.engine.memory import release_optimizer_state
 from nst_exp.engine.module import StyleTransferModule
 from nst_exp.engine.steps import StepHooks
-from nst_exp.engine.summary import Summary, SummaryPart, write_summary
+from nst_exp.engine.summary import Summary, SummaryPart, peak_memory, write_summary
 
 log = logging.getLogger(__name__)
 # After the objective's columns (loss, then <term>_loss for each term): evals, the cumulative
@@ -244,8 +243,7 @@ class RunSummary(pl.Callback):
             steps=steps, wall_time_s=round(self._before["wall_time_s"] + time.perf_counter() - self._start, 3),
             train_time_s=round(train_time, 3), ms_per_step=round(1000 * train_time / steps, 2) if steps else None,
             precision=str(trainer.precision),  # the steps' arithmetic; final_loss is always fp32
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            **peak_memory(),
             image=str(final.resolve()), image_size=list(pl_module.image.shape[-2:]), wandb=where(trainer.loggers),
             extra={key: value for part in parts for key, value in part.summary_fields().items()})
         written = write_summary(self.output_dir, summary)

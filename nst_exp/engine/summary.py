@@ -9,9 +9,12 @@ divergences), never by reaching into another callback.
 from __future__ import annotations
 
 import math
+import resource
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from nst_exp.core.files import write_json
 
@@ -78,3 +81,9 @@ class SummaryPart:
 
     def on_summary(self, trainer: Any, summary: dict[str, Any]) -> None:
         return None
+
+
+def peak_memory() -> dict[str, float | None]:
+    """This process's peak RSS and peak CUDA memory (null without CUDA), in MB, for every strategy."""
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from nst_exp.core.objective import column
 from nst_exp.engine.callbacks import where
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.module import StyleTransferModule
-from nst_exp.engine.summary import Summary, write_summary
+from nst_exp.engine.placement import trainer_device
+from nst_exp.engine.summary import Summary, peak_memory, write_summary
 from nst_exp.errors import ConfigError
 from nst_exp.runtime.build import build_loggers, build_module
 from nst_exp.runtime.checkpoint import TILES_CHECKPOINT
@@ -47,6 +47,12 @@ def tiled(cfg: DictConfig) -> bool:
     """Does this run's image exceed ``tile_size`` (so it must be optimised as tiles)?"""
     tile = cfg.get("tile_size")
     return tile is not None and int(cfg.image_size) > int(tile)
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """Where the tiles run: where this config's Trainer would run the job (no Trainer here)."""
+    trainer = cfg.get("trainer") or {}
+    return trainer_device(str(trainer.get("accelerator", "auto")), trainer.get("devices", 1))
 
 
 def plan_of(cfg: DictConfig) -> TilePlan:
@@ -119,14 +125,14 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     """Optimise this scale as tiles; returns its summary (also written to summary.json).
 
     Keeps a run's promises without a Trainer per tile (a 4096 px image is ~150 tiles a pass,
-    each a few steps): the run's loggers (W&B gets every tile's losses, the inputs, the summary
+    each a few steps): the trainer config's device (``device_of``), the run's loggers (W&B gets every tile's losses, the inputs, the summary
     and the comparison row), the yardstick's scores, ``denoise``/``denoise_method`` for
     final.png, box-constrained L-BFGS (the run's optimiser factory) and a divergence guard per
     tile (strategies/tile_loop.py); what it cannot keep, validate.check_tiling refuses.
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module = build_module(cfg, init)
+    module = build_module(cfg, init).to(device_of(cfg))
     plan = plan_of(cfg)
     height, width = module.image.shape[-2:]
     state = {"fingerprint": str(fingerprint(module)), "plan": str(vars(plan)),
@@ -175,7 +181,7 @@ def _summary(progress: TileProgress, state: dict[str, Any], plan: TilePlan, wall
         losses={column(name): mean(column(name)) for name in terms},
         terms=list(terms), steps=steps, wall_time_s=round(wall, 3), train_time_s=round(wall, 3),
         ms_per_step=round(1000 * wall / steps, 2), precision="bf16-mixed" if plan.bf16 else "32-true",
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **peak_memory(),
         image=str(final.resolve()), image_size=list(image.shape[-2:]),
         extra={"loss_basis": "mean over the last pass's tiles, at the start of each tile's last step",
                "tiles": {"tile_size": plan.tile, "overlap": plan.overlap, "passes": plan.passes,
