@@ -18,6 +18,8 @@ measured row, so a run killed half-way still leaves what it measured):
   run one job after another (goal >= 3x).
 - ``joblib``: two sweep jobs sharing one GPU through ``hydra/launcher=joblib`` against the
   same two one after another.
+- ``gpu_tests``: the tests that skip without a GPU (``pytest -m gpu``: no sync in an Adam step,
+  a tiled run's tiles on the GPU); the dry run collects them, and they skip.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 import traceback
@@ -181,13 +185,26 @@ def joblib(plan: Plan, budget: Budget, entry: dict, save: Callable[[], None]) ->
     entry.update(size=plan.sweep_size, steps=plan.sweep_steps)
 
 
+def gpu_tests(plan: Plan, budget: Budget, entry: dict, save: Callable[[], None]) -> None:
+    """``pytest -m gpu``: the tests a CPU machine skips, run where they can be; their counts."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=budget.timeout(),
+                          env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    entry.update(exit_code=proc.returncode, result=last.strip("= "),
+                 **{word: int(count) for count, word in re.findall(r"(\d+) (passed|failed|skipped|error)", last)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"pytest -m gpu exited {proc.returncode}:\n{proc.stdout[-2500:]}")
+
+
 def max_or_none(jobs: list[dict], key: str) -> float | None:
     values = [job[key] for job in jobs if job.get(key) is not None]
     return max(values) if values else None
 
 
 SECTIONS: dict[str, Section] = {"speed": speed, "first_step": first_step, "overhead": overhead,
-                                "lbfgs_500": lbfgs_500, "batched_sweep": batched_sweep, "joblib": joblib}
+                                "lbfgs_500": lbfgs_500, "batched_sweep": batched_sweep, "joblib": joblib,
+                                "gpu_tests": gpu_tests}
 
 
 def machine() -> dict:

@@ -89,5 +89,11 @@ def sweeps(first: str, second: str, goal: str | None = None) -> callable:
     return render
 
 
+def gpu_tests(entry: dict) -> list[str]:
+    return table(["passed", "failed", "skipped", "pytest -m gpu"],
+                 [(entry.get("passed", 0), entry.get("failed", 0), entry.get("skipped", 0), entry.get("result"))])
+
+
 RENDERERS = {"first_step": first_step, "speed": speed, "overhead": overhead, "lbfgs_500": lbfgs_500,
-             "batched_sweep": sweeps("sequential", "batched", ">= 3x"), "joblib": sweeps("sequential", "joblib")}
+             "batched_sweep": sweeps("sequential", "batched", ">= 3x"), "joblib": sweeps("sequential", "joblib"),
+             "gpu_tests": gpu_tests}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
@@ -29,6 +30,14 @@ CONF_DIR = str(CONFIG_DIR)
 # Small and fast: random weights, 32 px, CPU, no W&B unless a test asks for it; the yardstick at 64 px.
 FAST = ["model.weights=random", "image_size=32", "steps=4", "trainer=cpu", "logger=none", "callbacks.judge.edge=64",
         "log_every=2", "snapshot_every=2"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip without CUDA (scripts/gpu_check.py runs them where there is one)."""
+    if not torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
 def default_sigint() -> None:

@@ -21,7 +21,7 @@ from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.steps import StepHooks
 from nst_exp.runtime.build import build_callbacks, build_loggers, build_module, build_trainer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.gpu
 LOG_EVERY = 10
 WINDOW = range(LOG_EVERY + 1, 2 * LOG_EVERY)  # steps strictly between two flushes (steps count from 1)
 

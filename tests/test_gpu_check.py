@@ -16,7 +16,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 import gpu_check_report
 from bench_common import fixed_cost, steady_ms, sync_at
 
-SECTIONS = ("speed", "first_step", "overhead", "lbfgs_500", "batched_sweep", "joblib")
+SECTIONS = ("speed", "first_step", "overhead", "lbfgs_500", "batched_sweep", "joblib", "gpu_tests")
 
 
 @pytest.mark.slow
@@ -49,6 +49,8 @@ def test_dry_run_fills_every_section_with_numbers(tmp_path: Path) -> None:
         assert [entry[way]["jobs"] for way in ways] == [jobs, jobs]
         assert all(ms > 0 for way in ways for ms in entry[way]["ms_per_step"])
         assert entry["x_faster"] == pytest.approx(entry[ways[0]]["command_s"] / entry[ways[1]]["command_s"])
+    tests = sections["gpu_tests"]  # collected and skipped on the CPU; run on a GPU machine
+    assert tests["exit_code"] == 0 and tests["skipped"] >= 4 and tests.get("passed", 0) == 0
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert markdown == gpu_check_report.render_markdown(report) and "## joblib (ok" in markdown
 

@@ -64,7 +64,7 @@ def test_a_tiled_run_places_its_tiles_where_the_trainer_config_says(tmp_path: Pa
     assert json.loads((tmp_path / "summary.json").read_text())["peak_gpu_mb"] is None  # the key every run has
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_a_tiled_run_on_a_gpu_runs_its_tiles_there(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     overrides = [item for item in TILED if item != "trainer=cpu"]
     summary = train(compose_cfg(*overrides, "trainer=gpu", output_dir=tmp_path))
