@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().with_name("bench_peer_runner.py")
 PEER_PACKAGES = (["torch==2.13.0"], ["--no-deps", "torchvision==0.15.2", "neural-style==0.5.7"],
-                 ["requests", "pillow"])
+                 ["requests", "pillow", "numpy"])  # torchvision imports numpy; torch no longer pulls it in
 DEFAULT_VENV = Path.home() / ".cache" / "nst-exp" / "peer-venv"
 FIRST_LOSS_RTOL = 1e-5
 
