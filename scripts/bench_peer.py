@@ -54,7 +54,8 @@ def ensure_venv(venv: Path, packages: list[list[str]], probe: str, env: dict[str
         return python
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     for group in packages:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *group], check=True)
+        # --no-warn-conflicts: torchvision 0.15.2 is installed without its torch==2.0.1 pin on purpose
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-warn-conflicts", *group], check=True)
     subprocess.run(command, check=True, capture_output=True, env=env)
     return python
 
