@@ -15,6 +15,7 @@ import pytest
 import pytorch_lightning as pl
 
 from conftest import FAST, PROJECT_ROOT, compose_cfg
+from nst_exp.engine import progress
 from nst_exp.engine.loggers import finish_wandb
 from nst_exp.engine.progress import ClearFirst
 from nst_exp.runtime.build import build_callbacks, build_module, build_trainer
@@ -84,6 +85,19 @@ def test_console_handlers_are_given_back_however_the_run_ends(tmp_path: Path, fa
         assert not any(isinstance(h, ClearFirst) for h in logging.root.handlers)
     finally:
         logging.root.removeHandler(console)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_into_a_pipe_the_bar_redraws_only_now_and_then(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """A SLURM log or ``| tee`` keeps every redraw: there the bar draws at its start and its end
+    (and every ``PIPE_INTERVAL_S``), a terminal's up to 10 times a second."""
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: terminal)
+    monkeypatch.setattr(progress, "MIN_INTERVAL_S", 0.0)  # a terminal's bar: every refresh, for the count
+    cfg = compose_cfg(*FAST, "steps=12", "log_every=1", "snapshot_every=0", output_dir=tmp_path)
+    build_trainer(cfg.trainer, callbacks=build_callbacks(cfg), logger=False).fit(build_module(cfg))
+    draws = capsys.readouterr().out.count("/12 [")
+    assert draws >= 12 if terminal else draws <= 3, draws
 
 
 def test_wandb_sync_line_names_each_layout_of_offline_runs_once(tmp_path: Path) -> None:

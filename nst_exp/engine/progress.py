@@ -12,7 +12,9 @@ A redraw costs ~1 ms of Python and terminal output, so the bar draws once per re
 postfix goes in with the count, not in a redraw of its own) and at most ``MIN_INTERVAL_S``
 apart, as tqdm itself does by default: a GPU running hundreds of steps a second would
 otherwise pay a redraw every ``refresh_rate`` steps (docs/performance.md, fixed cost). The
-last step is always drawn, as the bar closes.
+last step is always drawn, as the bar closes. Into a file or a pipe (a SLURM log, ``| tee``)
+every redraw stays in the file, so there the bar redraws at most every ``PIPE_INTERVAL_S``: a
+ten-minute GPU job leaves ~20 redraws in its log instead of ~6000.
 
 While the bar is live, a console log record clears the bar's line first and prints there;
 the bar draws itself again below it at its next redraw (right after the metrics flush that
@@ -41,12 +43,14 @@ from nst_exp.engine.steps import StepHooks
 
 SHOWN = ("train/loss",)  # callback_metrics keys the bar shows
 MIN_INTERVAL_S = 0.1  # tqdm's own default ``mininterval``
+PIPE_INTERVAL_S = 30.0  # when the bar's stream is not a terminal: each redraw stays in the log file
 
 
 class LossProgressBar(StepHooks, TQDMProgressBar):
     """TQDMProgressBar showing ``train/loss``, converted at refresh time only."""
 
     _drawn_at = -math.inf  # perf_counter of the last redraw
+    _interval = MIN_INTERVAL_S  # least time between redraws (set when the run starts)
     _console: tuple[tuple[logging.Logger, ClearFirst], ...] = ()  # stand-ins while live (each holds its handler)
 
     def step_interval(self) -> int:
@@ -56,7 +60,7 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
         bar, step, now = self.train_progress_bar, trainer.global_step, time.perf_counter()
         if bar is None or not self._should_update(step, bar.total):
             return
-        if now - self._drawn_at >= MIN_INTERVAL_S:
+        if now - self._drawn_at >= self._interval:
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             _update_n(bar, step)  # the one redraw
             self._drawn_at = now
@@ -64,6 +68,7 @@ class LossProgressBar(StepHooks, TQDMProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         bar = self.train_progress_bar
+        self._interval = MIN_INTERVAL_S if _is_terminal(bar.fp) else PIPE_INTERVAL_S
         if not bar.disable:
             self._console = tuple((logger, ClearFirst(handler, bar.clear)) for logger in all_loggers()
                                   for handler in logger.handlers if _on_console(handler))
@@ -122,6 +127,11 @@ def all_loggers() -> list[logging.Logger]:
     configured)."""
     named = [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
     return [logging.root, *named]
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _on_console(handler: logging.Handler) -> bool:
