@@ -125,10 +125,11 @@ def run_tiled(cfg: DictConfig, init: torch.Tensor | None) -> dict[str, Any]:
     """Optimise this scale as tiles; returns its summary (also written to summary.json).
 
     Keeps a run's promises without a Trainer per tile (a 4096 px image is ~150 tiles a pass,
-    each a few steps): the trainer config's device (``device_of``), the run's loggers (W&B gets every tile's losses, the inputs, the summary
-    and the comparison row), the yardstick's scores, ``denoise``/``denoise_method`` for
-    final.png, box-constrained L-BFGS (the run's optimiser factory) and a divergence guard per
-    tile (strategies/tile_loop.py); what it cannot keep, validate.check_tiling refuses.
+    each a few steps): the trainer config's device (``device_of``), the run's loggers (W&B
+    gets every tile's losses, the inputs, the summary and the comparison row), the yardstick's
+    scores, ``denoise``/``denoise_method`` for final.png, box-constrained L-BFGS (the run's
+    optimiser factory) and a divergence guard per tile (strategies/tile_loop.py); what it
+    cannot keep, config.schema.check_tiling refuses.
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
